@@ -1,0 +1,53 @@
+"""Accuracy of a model on the internal test split, overall and per normal source; prints JSON.
+
+    python bench/accuracy.py [--data DIR] [--split test] [--model NAME_OR_PATH]
+
+Default data: $CXR_DATA_ROOT/cxr-data; default model: the active one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from cxr.cli import resolve_model_path  # noqa: E402
+from cxr.config import get_paths  # noqa: E402
+from cxr.data import load_imageset  # noqa: E402
+from cxr.metrics import classification_metrics  # noqa: E402
+from cxr.predict import Predictor  # noqa: E402
+from cxr.report import metrics_by_normal_source  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=get_paths().data_root / "cxr-data")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--model", default=None)
+    args = parser.parse_args()
+
+    predictor = Predictor.from_path(resolve_model_path(args.model))
+    images = load_imageset(args.data, args.split, predictor.classes)
+    started = time.perf_counter()
+    probs, labels = predictor.predict_imageset(images)
+    seconds = time.perf_counter() - started
+    threshold = predictor.card.covid_threshold
+    result = {
+        "model": predictor.card.name,
+        "data": str(args.data),
+        "split": args.split,
+        "seconds": round(seconds, 2),
+        **classification_metrics(probs, labels, predictor.classes, threshold),
+        "by_normal_source": metrics_by_normal_source(images, probs, labels, threshold),
+    }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

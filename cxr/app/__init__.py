@@ -1,0 +1,1 @@
+"""The Streamlit pages: the only package of cxr that imports streamlit."""

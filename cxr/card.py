@@ -1,0 +1,66 @@
+"""The model card: everything needed to use a saved model correctly, stored beside its weights.
+
+Like torchxrayvision's model metadata, the card travels with the weights: class names, input
+size and resize policy, the operating threshold, and where the model came from.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cxr.errors import ModelError
+
+CARD_FILE = "card.json"
+CARD_FORMAT = 1
+
+
+@dataclass
+class ModelCard:
+    name: str
+    arch: str
+    classes: list[str]  # output order; a binary model lists [negative, positive]
+    image_size: int  # square input side in px
+    resize_policy: str = "crop"  # see cxr.preprocess.RESIZE_POLICIES
+    binary: bool = False  # sigmoid head giving P(classes[1])
+    created: str = ""  # ISO-8601 UTC
+    version: str = ""  # cxr library version that trained it
+    # P(COVID19) at or above which the app calls an image COVID-19 positive.
+    covid_threshold: float = 0.5
+    temperature: float = 1.0  # logits are divided by this (1.0 = uncalibrated)
+    training: dict[str, Any] = field(default_factory=dict)  # command, data fingerprint, config, history
+    metrics: dict[str, Any] = field(default_factory=dict)  # e.g. {"validation": {...}}
+    card_format: int = CARD_FORMAT
+
+    @property
+    def preprocessing(self) -> str:
+        return (
+            f"decode to 8-bit grayscale; {self.resize_policy} to {self.image_size}x{self.image_size}; "
+            "replicate to 3 channels; intensity normalisation inside the model"
+        )
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["preprocessing"] = self.preprocessing
+        return json.dumps(data, indent=2, sort_keys=False)
+
+    def save(self, folder: Path) -> None:
+        (Path(folder) / CARD_FILE).write_text(self.to_json() + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, folder: Path) -> ModelCard:
+        path = Path(folder) / CARD_FILE
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ModelError(f"No model card ({CARD_FILE}) in {Path(folder).name}.") from None
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"The model card of {Path(folder).name} is unreadable: {exc}") from None
+        data.pop("preprocessing", None)
+        known = set(cls.__dataclass_fields__)
+        try:
+            return cls(**{k: v for k, v in data.items() if k in known})
+        except TypeError as exc:
+            raise ModelError(f"The model card of {Path(folder).name} is incomplete: {exc}") from None

@@ -1,0 +1,197 @@
+"""Command line: `python -m cxr {summary,train,evaluate,predict,templates} ...`.
+
+Output for machines (--json) goes to stdout; logs and errors go to stderr, never a traceback
+(set CXR_DEBUG=1 to see one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shlex
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ chatter off stderr
+
+from cxr.config import get_paths  # noqa: E402
+from cxr.errors import CxrError  # noqa: E402
+
+EXIT_OK, EXIT_FAILED, EXIT_REJECTED = 0, 1, 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        return args.run(args)
+    except CxrError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_REJECTED
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the CLI's promise: a message, not a traceback
+        if os.environ.get("CXR_DEBUG"):
+            raise
+        print(f"error: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m cxr", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    p = sub.add_parser("summary", help="print the Keras summary of an architecture")
+    p.add_argument("--arch", default="cxrnet")
+    p.add_argument("--binary", action="store_true", help="sigmoid head (the reference design)")
+    p.add_argument("--classes", type=int, default=3, help="number of classes of a softmax head")
+    p.add_argument("--image-size", type=int, default=None, help="default: the architecture's own")
+    p.set_defaults(run=cmd_summary)
+
+    p = sub.add_parser("train", help="train a model on a dataset folder and save it in the store")
+    p.add_argument("--data", type=Path, required=True, help="Kaggle-layout root or folder of class folders")
+    p.add_argument("--split", default=None, help="sub-folder to train on (default: train if present)")
+    p.add_argument("--arch", default="cxrnet")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3, help="learning rate")
+    p.add_argument("--image-size", type=int, default=None, help="default: the architecture's own")
+    p.add_argument("--resize", default="crop", help="crop | letterbox | stretch")
+    p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--val-fraction", type=float, default=0.15)
+    p.add_argument("--patience", type=int, default=6)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--binary", action="store_true", help="two classes, sigmoid head")
+    p.add_argument("--classes", default=None, help="comma-separated class folders to use, e.g. COVID19,NORMAL")
+    p.add_argument("--name", default=None, help="name in the model store")
+    p.add_argument("--activate", action="store_true", help="make the new model the active one")
+    p.add_argument("--verbose", "-v", action="store_true")
+    p.set_defaults(run=cmd_train)
+
+    p = sub.add_parser("evaluate", help="metrics of a model on a labelled folder")
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--split", default=None, help="e.g. test; without it DIR is a folder of class folders")
+    p.add_argument("--model", default=None, help="model folder or store name (default: active)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="classify image files")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--model", default=None)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_predict)
+
+    p = sub.add_parser("templates", help="write the per-class mean images of a training set")
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--split", default=None)
+    p.add_argument("--out", type=Path, default=None, help="default: assets/templates")
+    p.add_argument("--model", default=None, help="take input size and resize policy from this model")
+    p.set_defaults(run=cmd_templates)
+    return parser
+
+
+def resolve_model_path(model: str | None) -> Path:
+    """A folder path, a name in the store, or (None) the active model."""
+    from cxr.store import ModelStore
+
+    store = ModelStore(get_paths().model_dir)
+    if model is None:
+        return store.active_path()
+    if Path(model).is_dir():
+        return Path(model)
+    return store.path_of(model)
+
+
+def _default_split(data: Path, split: str | None, default: str) -> str | None:
+    if split is not None:
+        return None if split.lower() in ("", "none") else split
+    return default if (data / default).is_dir() else None
+
+
+def cmd_summary(args) -> int:
+    from cxr.model import build_model
+
+    model = build_model(args.arch, 1 if args.binary else args.classes, args.image_size)
+    model.summary(print_fn=lambda line, *a, **k: print(line))
+    return EXIT_OK
+
+
+def cmd_train(args) -> int:
+    from cxr.store import ModelStore
+    from cxr.train import TrainConfig, train
+
+    config = TrainConfig(
+        data=args.data, split=_default_split(args.data, args.split, "train"), arch=args.arch,
+        epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
+        image_size=args.image_size, resize_policy=args.resize, augment=not args.no_augment,
+        val_fraction=args.val_fraction, patience=args.patience, seed=args.seed, binary=args.binary,
+        classes=tuple(args.classes.split(",")) if args.classes else None, name=args.name,
+        command="python -m cxr " + shlex.join(sys.argv[1:] if sys.argv[0].endswith("__main__.py") else []),
+    )
+
+    def report(epoch: int, logs: dict) -> None:
+        shown = " ".join(f"{k}={v:.4f}" for k, v in logs.items() if isinstance(v, float))
+        print(f"epoch {epoch + 1}/{config.epochs} {shown}", file=sys.stderr, flush=True)
+
+    saved = train(config, ModelStore(get_paths().model_dir), on_epoch_end=report, activate=args.activate)
+    val = saved.card.metrics["validation"]
+    print(json.dumps({"name": saved.name, "path": str(saved.path), "activated": args.activate,
+                      "validation_accuracy": val["accuracy"], "validation_macro_auroc": val["macro_auroc"],
+                      "seconds": saved.card.training["seconds"]}))
+    return EXIT_OK
+
+
+def cmd_evaluate(args) -> int:
+    from cxr.data import load_imageset
+    from cxr.metrics import classification_metrics
+    from cxr.predict import Predictor
+
+    predictor = Predictor.from_path(resolve_model_path(args.model))
+    images = load_imageset(args.data, args.split, predictor.classes)
+    probs, labels = predictor.predict_imageset(images)
+    metrics = classification_metrics(probs, labels, predictor.classes, predictor.card.covid_threshold)
+    metrics["model"] = predictor.card.name
+    if args.json:
+        print(json.dumps(metrics))
+    else:
+        print(f"{predictor.card.name} on {args.data}{'/' + args.split if args.split else ''}: n={metrics['n']} "
+              f"accuracy={metrics['accuracy']:.4f} macro_auroc={metrics['macro_auroc']} ece={metrics['ece']:.4f}")
+        if metrics["binary"]:
+            print("COVID19 vs NORMAL: " + " ".join(f"{k}={v:.4f}" for k, v in metrics["binary"].items()))
+    return EXIT_OK
+
+
+def cmd_predict(args) -> int:
+    from cxr.predict import Predictor
+
+    predictor = Predictor.from_path(resolve_model_path(args.model))
+    results = list(predictor.predict_files(args.files))
+    if args.json:
+        print(json.dumps(results))
+    else:
+        for r in results:
+            if "error" in r:
+                print(f"{r['file']}: REJECTED: {r['error']}")
+            else:
+                probs = " ".join(f"{c}={p:.3f}" for c, p in r["probabilities"].items())
+                print(f"{r['file']}: {r['label']} ({probs})")
+    return EXIT_REJECTED if any("error" in r for r in results) else EXIT_OK
+
+
+def cmd_templates(args) -> int:
+    from cxr.card import ModelCard
+    from cxr.data import fingerprint, load_imageset
+    from cxr.templates import compute_templates, save_templates
+
+    card = ModelCard.load(resolve_model_path(args.model))
+    images = load_imageset(args.data, _default_split(args.data, args.split, "train"), card.classes)
+    templates = compute_templates(images, card.image_size, card.resize_policy)
+    out = save_templates(templates, args.out or get_paths().assets_dir / "templates",
+                         {"image_size": card.image_size, "resize_policy": card.resize_policy,
+                          "data_fingerprint": fingerprint(images)})
+    print(json.dumps({"out": str(out), "counts": {c: n for c, (_, n) in templates.items()}}))
+    return EXIT_OK

@@ -1,0 +1,188 @@
+"""Datasets on disk: discovery, grouped validation split, fingerprint and the tf.data pipeline.
+
+Reads the Kaggle layout (DIR/train/<CLASS>/, DIR/test/<CLASS>/) or a bare folder of class
+sub-folders; the class names are the folder names. Images are streamed from disk each epoch
+(decoded by the same `cxr.decode` + `cxr.preprocess` code that serves predictions), never held
+in memory as a whole.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from cxr.decode import decode_image
+from cxr.errors import CxrError, DatasetError
+from cxr.preprocess import resize_square
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom")
+MANIFEST = "manifest.csv"
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """A list of labelled image files. `labels` index into `classes`."""
+
+    paths: list[Path]
+    labels: list[int]
+    classes: list[str]
+    # Unit that must not be split between train and validation (patient or publication).
+    groups: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)  # e.g. "NIH ChestX-ray14 ..." from the manifest
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def counts(self) -> dict[str, int]:
+        return {c: self.labels.count(i) for i, c in enumerate(self.classes)}
+
+    def subset(self, index) -> ImageSet:
+        index = list(index)
+        pick = lambda seq: [seq[i] for i in index] if seq else []  # noqa: E731
+        return ImageSet(pick(self.paths), pick(self.labels), self.classes, pick(self.groups), pick(self.sources))
+
+
+def split_dir(data_dir: Path, split: str | None) -> Path:
+    """The folder of class sub-folders for `split` ('train', 'test') or DIR itself if None."""
+    data_dir = Path(data_dir)
+    folder = data_dir / split if split else data_dir
+    if not folder.is_dir():
+        where = f"a '{split}' folder in {data_dir}" if split else f"the folder {data_dir}"
+        raise DatasetError(f"Cannot find {where}.")
+    return folder
+
+
+def list_classes(folder: Path) -> list[str]:
+    classes = sorted(p.name for p in Path(folder).iterdir() if p.is_dir() and not p.name.startswith("."))
+    if len(classes) < 2:
+        raise DatasetError(
+            f"{folder} needs at least two class sub-folders (e.g. COVID19/, NORMAL/, PNEUMONIA/); "
+            f"found {classes or 'none'}."
+        )
+    return classes
+
+
+def load_imageset(data_dir: Path, split: str | None = None, classes: list[str] | None = None) -> ImageSet:
+    """Find the images of `split` under `data_dir`, labelled by folder; `classes` fixes the order."""
+    folder = split_dir(data_dir, split)
+    found = list_classes(folder)
+    classes = list(classes) if classes else found
+    missing = [c for c in classes if c not in found]
+    if missing:
+        raise DatasetError(f"{folder} has no folder for class(es) {missing}; it has {found}.")
+    manifest = _read_manifest(Path(data_dir))
+    paths, labels, groups, sources = [], [], [], []
+    for label, name in enumerate(classes):
+        for path in sorted((folder / name).iterdir()):
+            if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
+                continue
+            row = manifest.get(path.resolve(), {})
+            paths.append(path)
+            labels.append(label)
+            groups.append(row.get("group_id") or f"file:{path.name}")
+            sources.append(row.get("source", ""))
+    if not paths:
+        raise DatasetError(f"No PNG, JPEG or DICOM images in the class folders of {folder}.")
+    return ImageSet(paths, labels, classes, groups, sources)
+
+
+def _read_manifest(data_dir: Path) -> dict[Path, dict[str, str]]:
+    path = data_dir / MANIFEST
+    if not path.is_file():
+        return {}
+    with path.open(newline="", encoding="utf-8") as fh:
+        return {(data_dir / row["path"]).resolve(): row for row in csv.DictReader(fh) if row.get("path")}
+
+
+def split_train_val(images: ImageSet, val_fraction: float = 0.15, seed: int = 0) -> tuple[ImageSet, ImageSet]:
+    """Stratified split that keeps every group (patient) on one side."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    n_splits = max(2, round(1 / val_fraction))
+    folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    train_idx, val_idx = next(folds.split(np.zeros(len(images)), images.labels, images.groups))
+    return images.subset(train_idx), images.subset(val_idx)
+
+
+def fingerprint(images: ImageSet) -> str:
+    """SHA-256 over class, file name and content of every image: which data trained a model."""
+    digest = hashlib.sha256()
+    for path, label in sorted(zip(images.paths, images.labels, strict=False), key=lambda t: (t[1], t[0].name)):
+        digest.update(f"{images.classes[label]}/{path.name}\0".encode())
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def load_for_model(path: str | Path, image_size: int, policy: str) -> np.ndarray:
+    """Decode + resize one file: the exact path used for training, evaluation and serving."""
+    return resize_square(decode_image(path), image_size, policy)
+
+
+def make_dataset(
+    images: ImageSet,
+    image_size: int,
+    policy: str,
+    batch_size: int = 32,
+    training: bool = False,
+    augment=None,
+    seed: int = 0,
+):
+    """A tf.data pipeline of (x, label) batches: x (B, S, S, 3) float32 in 0..255.
+
+    `augment`, if given (training only), maps a (B, S, S, 1) float batch to the same shape.
+
+    Unreadable files are skipped with a warning rather than stopping a training run.
+    """
+    import tensorflow as tf
+
+    def load(path_bytes):
+        path = path_bytes.decode()
+        try:
+            return load_for_model(path, image_size, policy), True
+        except CxrError as exc:
+            log.warning("skipping %s: %s", Path(path).name, exc)
+            return np.zeros((image_size, image_size), np.uint8), False
+
+    def load_tf(path, label):
+        img, ok = tf.numpy_function(load, [path], (tf.uint8, tf.bool), stateful=False)
+        img.set_shape((image_size, image_size))
+        ok.set_shape(())
+        return img, label, ok
+
+    ds = tf.data.Dataset.from_tensor_slices(([str(p) for p in images.paths], np.asarray(images.labels, np.int32)))
+    if training:
+        ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.map(load_tf, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
+    ds = ds.filter(_is_readable).map(_drop_flag).batch(batch_size).map(_add_channel)
+    if training and augment is not None:
+        # Augment the single grey channel, before it is tripled: a third of the work.
+        ds = ds.map(lambda x, y: (augment(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.map(_to_three_channels).prefetch(tf.data.AUTOTUNE)
+
+
+def _is_readable(img, label, ok):
+    return ok
+
+
+def _drop_flag(img, label, ok):
+    return img, label
+
+
+def _add_channel(img, label):
+    import tensorflow as tf
+
+    return tf.cast(img, tf.float32)[..., None], label
+
+
+def _to_three_channels(x, label):
+    """(B, S, S, 1) -> (B, S, S, 3) float32, as cxr.preprocess.to_model_input does."""
+    import tensorflow as tf
+
+    return tf.repeat(x, 3, axis=-1), label

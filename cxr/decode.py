@@ -1,0 +1,179 @@
+"""Bytes or a path -> an 8-bit grayscale image (numpy uint8, shape (H, W)).
+
+Accepts PNG (8/16-bit; L, LA, RGB, RGBA, P, I;16), JPEG (RGB, CMYK, progressive; EXIF
+orientation applied) and DICOM (pydicom: rescale slope/intercept, VOI LUT or window,
+MONOCHROME1 inverted). Anything else raises InvalidImageError with a message a clinician can act
+on. Pixel counts are checked from the header *before* pixels are decoded, so a decompression
+bomb costs neither memory nor time.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from cxr.errors import InvalidImageError
+
+MIN_SIDE = 64  # px; smaller images cannot show lung detail at model resolution
+MAX_PIXELS = 50_000_000  # ~7000 x 7000; larger than any plain radiograph
+MAX_BYTES = 64 * 1024 * 1024  # an X-ray file is at most tens of MB
+
+ACCEPTED = "PNG, JPEG or DICOM"
+
+
+def sniff_format(data: bytes, name: str = "") -> str:
+    """Return 'png', 'jpeg' or 'dicom' from the magic bytes (and a .dcm name), else raise."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "png"
+    if data[:3] == b"\xff\xd8\xff":
+        return "jpeg"
+    if data[128:132] == b"DICM" or name.lower().endswith((".dcm", ".dicom")):
+        return "dicom"
+    raise InvalidImageError(f"This file is not a {ACCEPTED} image.")
+
+
+def read_bytes(src: bytes | str | Path) -> tuple[bytes, str]:
+    """Return (bytes, name) from bytes or a path, refusing empty and oversized files."""
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        data, name = bytes(src), ""
+    else:
+        path = Path(src)
+        try:
+            if path.stat().st_size > MAX_BYTES:
+                raise InvalidImageError(_too_big_message())
+            data, name = path.read_bytes(), path.name
+        except FileNotFoundError:
+            raise InvalidImageError(f"File not found: {path.name}") from None
+        except IsADirectoryError:
+            raise InvalidImageError(f"{path.name} is a folder, not an image file.") from None
+        except OSError as exc:
+            raise InvalidImageError(f"Could not read {path.name}: {exc.strerror}.") from None
+    if not data:
+        raise InvalidImageError("The file is empty.")
+    if len(data) > MAX_BYTES:
+        raise InvalidImageError(_too_big_message())
+    return data, name
+
+
+def decode_image(src: bytes | str | Path, name: str = "") -> np.ndarray:
+    """Decode `src` (bytes or path) into a uint8 grayscale array of shape (H, W).
+
+    `name` is only used to recognise a DICOM file without the standard 128-byte preamble.
+    """
+    data, file_name = read_bytes(src)
+    fmt = sniff_format(data, name or file_name)
+    img = _decode_dicom(data) if fmt == "dicom" else _decode_pillow(data, fmt)
+    height, width = img.shape
+    if min(height, width) < MIN_SIDE:
+        raise InvalidImageError(
+            f"The image is too small ({width}x{height} px); at least {MIN_SIDE} px on each side "
+            "is needed to see the lungs."
+        )
+    return img
+
+
+def _too_big_message() -> str:
+    return f"The file is larger than {MAX_BYTES // 2**20} MB, more than any chest X-ray needs."
+
+
+def _check_pixels(width: int, height: int) -> None:
+    if width <= 0 or height <= 0:
+        raise InvalidImageError("The image has no pixels.")
+    if width * height > MAX_PIXELS:
+        raise InvalidImageError(
+            f"The image is {width}x{height} px, too large to be a radiograph "
+            f"(limit {MAX_PIXELS // 1_000_000} megapixels)."
+        )
+
+
+def _decode_pillow(data: bytes, fmt: str) -> np.ndarray:
+    label = fmt.upper()
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns (not raises) between MAX_IMAGE_PIXELS and 2x that; we check ourselves.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data), formats=[label]) as pil:
+                _check_pixels(*pil.size)
+                pil.load()
+                pil = ImageOps.exif_transpose(pil)
+                return _pil_to_gray(pil)
+    except InvalidImageError:
+        raise
+    except Image.DecompressionBombError:
+        raise InvalidImageError("The image is too large to be a radiograph.") from None
+    except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError) as exc:
+        # Pillow signals corrupt and truncated data with any of these.
+        raise InvalidImageError(
+            f"The {label} file is damaged or incomplete and cannot be read ({_short(exc)})."
+        ) from None
+
+
+def _pil_to_gray(pil: Image.Image) -> np.ndarray:
+    if pil.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        return stretch_to_uint8(np.asarray(pil, dtype=np.float64))
+    if pil.mode == "P":
+        pil = pil.convert("RGBA")
+    if pil.mode in ("LA", "RGBA", "PA"):
+        # Composite on black, as the training data was prepared.
+        rgba = pil.convert("RGBA")
+        black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        pil = Image.alpha_composite(black, rgba)
+    return np.asarray(pil.convert("L"), dtype=np.uint8).copy()
+
+
+def stretch_to_uint8(values: np.ndarray) -> np.ndarray:
+    """Linearly map an array's own min..max to 0..255 (used for >8-bit data)."""
+    values = np.asarray(values, dtype=np.float64)
+    if not np.isfinite(values).all():
+        raise InvalidImageError("The image contains invalid (non-finite) pixel values.")
+    lo, hi = float(values.min()), float(values.max())
+    if hi <= lo:
+        return np.zeros(values.shape, dtype=np.uint8)
+    return np.round((values - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+
+
+def _decode_dicom(data: bytes) -> np.ndarray:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data), force=data[128:132] != b"DICM")
+    except (InvalidDicomError, OSError, ValueError, EOFError, TypeError, KeyError) as exc:
+        raise InvalidImageError(f"The DICOM file is damaged and cannot be read ({_short(exc)}).") from None
+    if "PixelData" not in ds:
+        raise InvalidImageError("The DICOM file holds no image (no pixel data).")
+    try:
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        _check_pixels(cols, rows)
+        pixels = ds.pixel_array
+        if int(getattr(ds, "NumberOfFrames", 1) or 1) > 1:
+            pixels = pixels[0]  # a radiograph is one frame; take the first of a series
+        photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")).upper()
+        if photometric in ("RGB", "YBR_FULL", "YBR_FULL_422") or pixels.ndim == 3:
+            rgb = pixels.astype(np.uint8) if pixels.dtype == np.uint8 else stretch_to_uint8(pixels)
+            return np.asarray(Image.fromarray(rgb[..., :3]).convert("L"))
+        values = apply_modality_lut(pixels, ds)
+        values = apply_voi_lut(values, ds)
+    except InvalidImageError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - pydicom's pixel handlers raise many types
+        raise InvalidImageError(
+            f"The DICOM pixel data cannot be decoded ({_short(exc)}); it may be damaged or use a "
+            "compression this installation does not support."
+        ) from None
+    if values.ndim != 2:
+        raise InvalidImageError("The DICOM image is not a single 2-D picture.")
+    img = stretch_to_uint8(values)
+    if photometric == "MONOCHROME1":
+        img = 255 - img  # MONOCHROME1 shows low values as white
+    return img
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text[:120]

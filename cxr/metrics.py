@@ -1,0 +1,83 @@
+"""Evaluation metrics from predicted probabilities (pure numpy + scikit-learn, no model)."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score
+
+COVID, NORMAL = "COVID19", "NORMAL"
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
+    """Top-label ECE: |accuracy - confidence| averaged over equal-width confidence bins."""
+    confidence = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == labels
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    ece = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:], strict=False):
+        in_bin = (confidence > lo) & (confidence <= hi)
+        if in_bin.any():
+            ece += in_bin.mean() * abs(correct[in_bin].mean() - confidence[in_bin].mean())
+    return float(ece)
+
+
+def binary_covid_metrics(
+    probs: np.ndarray, labels: np.ndarray, classes: list[str], threshold: float
+) -> dict | None:
+    """COVID19 vs NORMAL on the images of those two classes; score = P(COVID19)."""
+    if COVID not in classes or NORMAL not in classes:
+        return None
+    covid, normal = classes.index(COVID), classes.index(NORMAL)
+    keep = (labels == covid) | (labels == normal)
+    y = labels[keep] == covid
+    score = probs[keep, covid]
+    if y.all() or not y.any():
+        return None
+    pred = score >= threshold
+    return {
+        "n": int(keep.sum()),
+        "auroc": float(roc_auc_score(y, score)),
+        "accuracy": float((pred == y).mean()),
+        "sensitivity": float(pred[y].mean()),
+        "specificity": float((~pred[~y]).mean()),
+        "threshold": float(threshold),
+    }
+
+
+def classification_metrics(
+    probs: np.ndarray, labels: np.ndarray, classes: list[str], covid_threshold: float = 0.5
+) -> dict:
+    """The `evaluate --json` object: accuracy, macro AUROC, per-class, confusion, binary, ECE.
+
+    probs: (N, C) class probabilities in `classes` order; labels: (N,) int class indices.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.int64)
+    pred = probs.argmax(axis=1)
+    index = list(range(len(classes)))
+    precision, recall, f1, support = precision_recall_fscore_support(labels, pred, labels=index, zero_division=0)
+    try:
+        if len(classes) == 2:
+            macro_auroc = float(roc_auc_score(labels, probs[:, 1]))
+        else:
+            macro_auroc = float(roc_auc_score(labels, probs, multi_class="ovr", average="macro", labels=index))
+    except ValueError:
+        macro_auroc = None  # a class absent from the labels: AUROC undefined
+    return {
+        "n": int(len(labels)),
+        "accuracy": float((pred == labels).mean()) if len(labels) else None,
+        "balanced_accuracy": float(np.mean([recall[i] for i in index if support[i] > 0])),
+        "macro_auroc": macro_auroc,
+        "per_class": {
+            c: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
+            for i, c in enumerate(classes)
+        },
+        "confusion": {"labels": list(classes), "matrix": confusion_matrix(labels, pred, labels=index).tolist()},
+        "binary": binary_covid_metrics(probs, labels, classes, covid_threshold),
+        "ece": expected_calibration_error(probs, labels),
+    }

@@ -1,0 +1,179 @@
+"""Training: dataset folder -> a complete, evaluated model saved atomically into the store."""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+import cxr
+from cxr.card import ModelCard
+from cxr.data import ImageSet, fingerprint, load_imageset, make_dataset, split_train_val
+from cxr.errors import DatasetError
+from cxr.metrics import COVID, classification_metrics
+from cxr.preprocess import RESIZE_POLICIES
+from cxr.store import ModelStore, StoredModel
+
+log = logging.getLogger(__name__)
+
+EpochCallback = Callable[[int, dict], None]  # (epoch index from 0, logs incl. val_*) -> None
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: Path  # dataset root (Kaggle layout) or a folder of class sub-folders
+    split: str | None = "train"  # sub-folder to train on; None = `data` itself. Test is never used.
+    arch: str = "cxrnet"
+    epochs: int = 30
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    image_size: int | None = None  # None = the architecture's own (cxr.model.DEFAULT_IMAGE_SIZE)
+    resize_policy: str = "crop"
+    augment: bool = True
+    val_fraction: float = 0.15  # held out from the training split, grouped by patient
+    patience: int = 6  # epochs without val_loss improvement before stopping
+    seed: int = 0
+    binary: bool = False  # COVID19-vs-rest sigmoid head (the reference design's head)
+    classes: tuple[str, ...] | None = None  # restrict/order classes; None = all folders
+    name: str | None = None  # store name; default <date>-<arch>
+    command: str = ""  # the command line that started this run, recorded in the card
+
+    def __post_init__(self):
+        from cxr.model import DEFAULT_IMAGE_SIZE
+
+        if self.arch not in DEFAULT_IMAGE_SIZE:
+            raise ValueError(f"unknown architecture {self.arch!r}; choose one of {sorted(DEFAULT_IMAGE_SIZE)}")
+        if self.image_size is None:
+            object.__setattr__(self, "image_size", DEFAULT_IMAGE_SIZE[self.arch])
+        if self.resize_policy not in RESIZE_POLICIES:
+            raise ValueError(f"resize_policy must be one of {RESIZE_POLICIES}")
+        if not 0 < self.val_fraction < 0.5:
+            raise ValueError("val_fraction must be between 0 and 0.5")
+        if self.epochs < 1 or self.batch_size < 1 or self.image_size < 32:
+            raise ValueError("epochs and batch_size must be >= 1, image_size >= 32")
+
+
+def class_weights(labels: list[int], n_classes: int) -> dict[int, float]:
+    """Inverse-frequency weights, mean 1: each class counts equally in the loss."""
+    counts = np.bincount(labels, minlength=n_classes).astype(float)
+    return {i: float(len(labels) / (n_classes * c)) if c else 0.0 for i, c in enumerate(counts)}
+
+
+class _Progress:
+    """Adapts plain callables to a Keras callback (the library never imports a UI)."""
+
+    def __new__(cls, on_epoch_end: EpochCallback | None, should_stop: Callable[[], bool] | None):
+        import keras
+
+        class Progress(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                if on_epoch_end:
+                    on_epoch_end(epoch, dict(logs or {}))
+                if should_stop and should_stop():
+                    self.model.stop_training = True
+
+            def on_train_batch_end(self, batch, logs=None):
+                if should_stop and should_stop():
+                    self.model.stop_training = True
+
+        return Progress()
+
+
+def train(
+    config: TrainConfig,
+    store: ModelStore,
+    on_epoch_end: EpochCallback | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    activate: bool = False,
+) -> StoredModel:
+    """Train, keep the best epoch by validation loss, evaluate on validation, save atomically."""
+    import keras
+
+    from cxr.augment import augment_batch
+    from cxr.model import build_model
+    from cxr.predict import Predictor
+
+    keras.utils.set_random_seed(config.seed)
+    images = load_imageset(Path(config.data), config.split, list(config.classes) if config.classes else None)
+    if config.binary:
+        images = _binary_order(images)
+    train_set, val_set = split_train_val(images, config.val_fraction, config.seed)
+    if len(val_set) == 0 or len(set(train_set.labels)) < len(images.classes):
+        raise DatasetError("Too few images to hold out a validation set with every class in training.")
+    log.info("train %s, validation %s", train_set.counts(), val_set.counts())
+
+    augment = augment_batch if config.augment else None
+    train_ds = make_dataset(
+        train_set, config.image_size, config.resize_policy, config.batch_size, True, augment, config.seed
+    )
+    val_ds = make_dataset(val_set, config.image_size, config.resize_policy, config.batch_size)
+
+    n_classes = len(images.classes)
+    model = build_model(config.arch, 1 if config.binary else n_classes, config.image_size)
+    loss = "binary_crossentropy" if config.binary else "sparse_categorical_crossentropy"
+    model.compile(keras.optimizers.Adam(config.learning_rate), loss=loss, metrics=["accuracy"])
+    callbacks = [
+        keras.callbacks.EarlyStopping("val_loss", patience=config.patience, restore_best_weights=True),
+        keras.callbacks.ReduceLROnPlateau("val_loss", factor=0.5, patience=max(1, config.patience // 2)),
+        _Progress(on_epoch_end, should_stop),
+    ]
+    started = time.monotonic()
+    with warnings.catch_warnings():
+        # The pipeline's length is unknown (unreadable files are filtered out), which Keras
+        # reports as "ran out of data" at every epoch end; that is expected here.
+        warnings.filterwarnings("ignore", message=".*ran out of data.*")
+        history = model.fit(
+            train_ds, validation_data=val_ds, epochs=config.epochs, verbose=0, shuffle=False,
+            class_weight=class_weights(train_set.labels, n_classes), callbacks=callbacks,
+        )
+    seconds = time.monotonic() - started
+
+    hist = {k: [float(v) for v in vals] for k, vals in history.history.items() if k != "learning_rate"}
+    card = ModelCard(
+        name=config.name or f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{config.arch}",
+        arch=config.arch,
+        classes=list(images.classes),
+        image_size=config.image_size,
+        resize_policy=config.resize_policy,
+        binary=config.binary,
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        version=cxr.__version__,
+        training={
+            "command": config.command,
+            "data": {
+                "path": str(config.data),
+                "split": config.split,
+                "fingerprint": fingerprint(images),
+                "n_train": len(train_set),
+                "n_validation": len(val_set),
+                "counts": images.counts(),
+            },
+            "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
+            "epochs_run": len(hist.get("loss", [])),
+            "best_epoch": int(np.argmin(hist["val_loss"])) + 1 if hist.get("val_loss") else None,
+            "seconds": round(seconds, 1),
+            "history": hist,
+        },
+    )
+    val_probs, val_labels = Predictor(model, card).predict_imageset(val_set, config.batch_size)
+    card.metrics["validation"] = classification_metrics(val_probs, val_labels, card.classes, card.covid_threshold)
+    saved = store.save(model, card)
+    if activate:
+        store.activate(saved.name)
+    return saved
+
+
+def _binary_order(images: ImageSet) -> ImageSet:
+    """A binary head predicts P(classes[1]): put COVID19 (if present) second."""
+    if len(images.classes) != 2:
+        raise DatasetError(f"A binary model needs exactly two classes; found {images.classes}. Use --classes.")
+    if images.classes[0] != COVID:
+        return images
+    flipped = [1 - y for y in images.labels]
+    return ImageSet(images.paths, flipped, images.classes[::-1], images.groups, images.sources)

@@ -1,0 +1,106 @@
+"""The CLI as other tools call it: real subprocesses, JSON on stdout, exit codes, no tracebacks."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests import factory
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args, env=None):
+    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "cxr", *map(str, args)], cwd=REPO, env=full_env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_summary_of_reference_model_shows_published_parameter_count():
+    out = run_cli("summary", "--arch", "seed", "--binary")
+    assert out.returncode == 0, out.stderr
+    assert "Total params: 1,448,257" in out.stdout
+
+
+def test_predict_json_and_exit_codes(tiny_model, mini_data, tmp_path):
+    good = sorted((mini_data / "test" / "PNEUMONIA").glob("*.jpg"))[:2]
+    out = run_cli("predict", *good, "--model", tiny_model, "--json")
+    assert out.returncode == 0, out.stderr
+    results = json.loads(out.stdout)
+    assert [r["file"] for r in results] == [str(p) for p in good]
+    for r in results:
+        assert r["label"] in ("COVID19", "NORMAL", "PNEUMONIA")
+        assert set(r["probabilities"]) == {"COVID19", "NORMAL", "PNEUMONIA"}
+        assert sum(r["probabilities"].values()) == pytest.approx(1, abs=1e-4)
+
+    bad = tmp_path / "scan.png"
+    bad.write_bytes(b"<html>not an x-ray</html>")
+    out = run_cli("predict", good[0], bad, tmp_path / "missing.jpg", "--model", tiny_model, "--json")
+    assert out.returncode == 2
+    results = json.loads(out.stdout)
+    assert "label" in results[0]
+    assert "not a PNG, JPEG or DICOM" in results[1]["error"]
+    assert "not found" in results[2]["error"]
+    assert "Traceback" not in out.stderr
+
+
+def test_predict_accepts_dicom(tiny_model, tmp_path):
+    path = tmp_path / "chest.dcm"
+    path.write_bytes(factory.dicom_bytes(factory.phantom(200, 160), photometric="MONOCHROME1", bits=8))
+    out = run_cli("predict", path, "--model", tiny_model, "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)[0]["file"] == str(path)
+
+
+def test_evaluate_json_shape(tiny_model, mini_data):
+    out = run_cli("evaluate", "--data", mini_data, "--split", "test", "--model", tiny_model, "--json")
+    assert out.returncode == 0, out.stderr
+    m = json.loads(out.stdout)
+    assert m["n"] == 12
+    assert set(m) >= {"n", "accuracy", "macro_auroc", "per_class", "confusion", "binary", "ece"}
+    assert set(m["per_class"]["COVID19"]) == {"precision", "recall", "f1", "support"}
+    assert m["confusion"]["labels"] == ["COVID19", "NORMAL", "PNEUMONIA"]
+    assert sum(map(sum, m["confusion"]["matrix"])) == 12
+    assert set(m["binary"]) >= {"auroc", "accuracy", "sensitivity", "specificity", "threshold"}
+    assert 0 <= m["ece"] <= 1
+
+
+def test_evaluate_bare_folder_without_split(tiny_model, mini_data):
+    out = run_cli("evaluate", "--data", mini_data / "test", "--model", tiny_model, "--json")
+    assert out.returncode == 0 and json.loads(out.stdout)["n"] == 12
+
+
+def test_missing_active_model_is_a_message_not_a_traceback(tmp_path, mini_data):
+    out = run_cli("predict", next((mini_data / "test" / "NORMAL").iterdir()), "--json",
+                  env={"CXR_MODEL_DIR": str(tmp_path)})
+    assert out.returncode == 2
+    assert "No active model" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_train_activate_and_templates(mini_data, tmp_path):
+    env = {"CXR_MODEL_DIR": str(tmp_path / "store")}
+    out = run_cli("train", "--data", mini_data, "--epochs", "1", "--image-size", "64", "--batch-size", "8",
+                  "--name", "cli1", "--activate", env=env)
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)
+    assert summary["name"] == "cli1" and summary["activated"] is True
+    assert (tmp_path / "store" / "ACTIVE").read_text().strip() == "cli1"
+    card = json.loads((tmp_path / "store" / "cli1" / "card.json").read_text())
+    assert card["training"]["command"].startswith("python -m cxr train --data")
+
+    out = run_cli("templates", "--data", mini_data, "--out", tmp_path / "tpl", env=env)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["counts"] == {"COVID19": 8, "NORMAL": 8, "PNEUMONIA": 8}
+    from cxr.templates import load_templates
+
+    templates = load_templates(tmp_path / "tpl")
+    assert set(templates) == {"COVID19", "NORMAL", "PNEUMONIA"}
+    assert templates["NORMAL"][0].shape == (64, 64) and templates["NORMAL"][1] == 8
+
+
+def test_train_on_missing_folder_is_a_clear_error(tmp_path):
+    out = run_cli("train", "--data", tmp_path / "nowhere", env={"CXR_MODEL_DIR": str(tmp_path)})
+    assert out.returncode == 2 and "Cannot find" in out.stderr and "Traceback" not in out.stderr

@@ -1,0 +1,43 @@
+import numpy as np
+import pytest
+
+from cxr.metrics import binary_covid_metrics, classification_metrics, expected_calibration_error
+
+CLASSES = ["COVID19", "NORMAL", "PNEUMONIA"]
+
+
+def test_perfect_predictions():
+    labels = np.array([0, 1, 2, 0, 1, 2])
+    probs = np.eye(3)[labels]
+    m = classification_metrics(probs, labels, CLASSES)
+    assert m["accuracy"] == 1.0 and m["macro_auroc"] == 1.0 and m["ece"] == pytest.approx(0.0)
+    assert m["confusion"]["matrix"] == [[2, 0, 0], [0, 2, 0], [0, 0, 2]]
+    assert m["per_class"]["NORMAL"] == {"precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 2}
+    assert m["binary"]["auroc"] == 1.0 and m["binary"]["n"] == 4
+
+
+def test_confusion_rows_are_true_labels():
+    labels = np.array([0, 0, 1])
+    probs = np.array([[0.1, 0.8, 0.1], [0.9, 0.05, 0.05], [0.2, 0.7, 0.1]])
+    m = classification_metrics(probs, labels, CLASSES)
+    assert m["confusion"]["matrix"][0] == [1, 1, 0]
+    assert m["accuracy"] == pytest.approx(2 / 3)
+
+
+def test_binary_metrics_at_threshold():
+    labels = np.array([0, 0, 1, 1, 2])
+    probs = np.array([[0.9, 0.1, 0], [0.4, 0.6, 0], [0.3, 0.7, 0], [0.6, 0.4, 0], [0.99, 0, 0.01]])
+    b = binary_covid_metrics(probs, labels, CLASSES, threshold=0.5)
+    # Pneumonia is excluded; COVID scores 0.9, 0.4; NORMAL scores 0.3, 0.6.
+    assert b["n"] == 4 and b["sensitivity"] == 0.5 and b["specificity"] == 0.5
+    assert b["auroc"] == pytest.approx(0.75)
+
+
+def test_binary_is_none_without_covid_or_normal():
+    assert binary_covid_metrics(np.eye(2), np.array([0, 1]), ["A", "B"], 0.5) is None
+
+
+def test_ece_of_overconfident_model():
+    labels = np.array([0, 1] * 50)
+    probs = np.tile([[0.9, 0.1]], (100, 1))  # always 90 % sure of class 0, right half the time
+    assert expected_calibration_error(probs, labels) == pytest.approx(0.4)

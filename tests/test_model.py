@@ -1,0 +1,74 @@
+import keras
+import numpy as np
+import pytest
+
+from cxr.card import ModelCard
+from cxr.errors import ModelError
+from cxr.model import ARCHITECTURES, build_model
+from cxr.store import MODEL_FILE, load_model
+
+
+def test_seed_binary_has_the_published_parameter_count():
+    model = build_model("seed", 1, 256)
+    assert model.count_params() == 1_448_257
+    assert model.input_shape == (None, 256, 256, 3)
+    assert model.output_shape == (None, 1)
+
+
+def test_seed_three_class_head():
+    assert build_model("seed", 3).output_shape == (None, 3)
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+def test_every_architecture_outputs_probabilities(arch):
+    model = build_model(arch, 3, 96)
+    probs = model(np.random.default_rng(0).uniform(0, 255, (2, 96, 96, 3)).astype("float32")).numpy()
+    assert probs.shape == (2, 3)
+    assert np.allclose(probs.sum(axis=1), 1, atol=1e-5) and (probs >= 0).all()
+
+
+def test_unknown_architecture_is_refused():
+    with pytest.raises(ValueError, match="unknown architecture"):
+        build_model("resnet9000", 3)
+
+
+def test_cxrnet_is_invariant_to_exposure_and_bit_depth():
+    # Per-image standardisation: an affine change of intensities does not change the output.
+    model = build_model("cxrnet", 3, 64)
+    x = np.random.default_rng(1).uniform(20, 200, (1, 64, 64, 3)).astype("float32")
+    assert np.allclose(model(x).numpy(), model(0.5 * x + 30).numpy(), atol=1e-4)
+
+
+def _save(model, folder, card=None):
+    folder.mkdir()
+    model.save(folder / MODEL_FILE)
+    (card or ModelCard(name=folder.name, arch="cxrnet", classes=["A", "B", "C"], image_size=64)).save(folder)
+    return folder
+
+
+def test_saved_cxrnet_loads_in_safe_mode_with_identical_outputs(tmp_path):
+    model = build_model("cxrnet", 3, 64)
+    folder = _save(model, tmp_path / "m")
+    loaded, card = load_model(folder)
+    x = np.random.default_rng(2).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    assert np.allclose(model(x).numpy(), loaded(x).numpy(), atol=1e-6)
+    assert card.classes == ["A", "B", "C"]
+
+
+def test_model_with_lambda_layer_is_refused(tmp_path):
+    inputs = keras.Input((64, 64, 3))
+    x = keras.layers.Lambda(lambda t: t * 2.0)(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
+    folder = _save(model, tmp_path / "evil")
+    with pytest.raises(ModelError, match="executable code"):
+        load_model(folder)
+
+
+def test_corrupt_model_file_gives_model_error(tmp_path):
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    (folder / MODEL_FILE).write_bytes(b"not a zip")
+    ModelCard(name="broken", arch="cxrnet", classes=["A", "B"], image_size=64).save(folder)
+    with pytest.raises(ModelError, match="could not be loaded"):
+        load_model(folder)

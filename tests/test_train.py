@@ -1,0 +1,49 @@
+import json
+
+import numpy as np
+
+from cxr.card import ModelCard
+from cxr.predict import Predictor
+from cxr.store import ModelStore
+from cxr.train import TrainConfig, class_weights, train
+
+
+def test_class_weights_balance_classes():
+    w = class_weights([0, 0, 0, 1], 2)
+    assert w[0] * 3 == w[1] * 1 and np.mean([w[0]] * 3 + [w[1]]) == 1.0
+
+
+def test_training_on_mini_set_lowers_the_loss_and_saves_a_complete_model(mini_data, tmp_path):
+    seen = []
+    store = ModelStore(tmp_path)
+    config = TrainConfig(data=mini_data, epochs=4, image_size=96, batch_size=8, augment=False,
+                         learning_rate=3e-3, patience=10, name="m1")
+    saved = train(config, store, on_epoch_end=lambda epoch, logs: seen.append(logs), activate=True)
+    losses = [logs["loss"] for logs in seen]
+    assert len(losses) == 4 and losses[-1] < losses[0]
+    assert store.active_name() == "m1"
+    card = ModelCard.load(saved.path)
+    assert card.classes == ["COVID19", "NORMAL", "PNEUMONIA"] and card.image_size == 96
+    assert len(card.training["data"]["fingerprint"]) == 64
+    assert card.training["data"]["n_train"] + card.training["data"]["n_validation"] == 24
+    assert set(card.metrics["validation"]) >= {"accuracy", "macro_auroc", "confusion", "ece"}
+    json.loads(card.to_json())
+    probs = Predictor.from_path(saved.path).predict_proba([np.full((120, 100), 128, np.uint8)])
+    assert probs.shape == (1, 3) and np.isclose(probs.sum(), 1)
+
+
+def test_training_can_be_cancelled_and_still_saves_best_weights(mini_data, tmp_path):
+    seen = []
+    config = TrainConfig(data=mini_data, epochs=20, image_size=64, batch_size=8, name="stopped")
+    saved = train(config, ModelStore(tmp_path), on_epoch_end=lambda e, logs: seen.append(e),
+                  should_stop=lambda: len(seen) >= 1)
+    assert len(seen) == 1 and saved.card.training["epochs_run"] == 1
+
+
+def test_binary_reference_head_predicts_covid_probability(mini_data, tmp_path):
+    config = TrainConfig(data=mini_data, arch="seed", binary=True, classes=("COVID19", "NORMAL"),
+                         epochs=1, image_size=96, batch_size=8, name="bin", resize_policy="stretch")
+    saved = train(config, ModelStore(tmp_path))
+    assert saved.card.binary and saved.card.classes == ["NORMAL", "COVID19"]
+    probs = Predictor.from_path(saved.path).predict_proba([np.full((80, 80), 90, np.uint8)])
+    assert probs.shape == (1, 2) and np.isclose(probs.sum(), 1)
