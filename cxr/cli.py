@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resize", default="crop", help="crop | letterbox | stretch")
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--val-fraction", type=float, default=0.15)
-    p.add_argument("--patience", type=int, default=6)
+    p.add_argument("--patience", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--binary", action="store_true", help="two classes, sigmoid head")
     p.add_argument("--classes", default=None, help="comma-separated class folders to use, e.g. COVID19,NORMAL")

@@ -8,17 +8,39 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, r
 COVID, NORMAL = "COVID19", "NORMAL"
 
 
-def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
-    """Top-label ECE: |accuracy - confidence| averaged over equal-width confidence bins."""
+def reliability_bins(probs: np.ndarray, labels: np.ndarray, bins: int = 15):
+    """Top-label confidence bins -> (mean confidence, accuracy, count) arrays of non-empty bins."""
     confidence = probs.max(axis=1)
     correct = probs.argmax(axis=1) == labels
     edges = np.linspace(0.0, 1.0, bins + 1)
-    ece = 0.0
-    for lo, hi in zip(edges[:-1], edges[1:], strict=False):
+    rows = []
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
         in_bin = (confidence > lo) & (confidence <= hi)
         if in_bin.any():
-            ece += in_bin.mean() * abs(correct[in_bin].mean() - confidence[in_bin].mean())
-    return float(ece)
+            rows.append((confidence[in_bin].mean(), correct[in_bin].mean(), in_bin.sum()))
+    if not rows:
+        return np.zeros(0), np.zeros(0), np.zeros(0)
+    mean_conf, acc, count = (np.array(col, dtype=float) for col in zip(*rows, strict=True))
+    return mean_conf, acc, count
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
+    """Top-label ECE: |accuracy - confidence| averaged over equal-width confidence bins."""
+    mean_conf, acc, count = reliability_bins(probs, labels, bins)
+    return float((count * np.abs(acc - mean_conf)).sum() / max(len(labels), 1))
+
+
+def roc_points(probs: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict:
+    """One-vs-rest ROC of each class present: {class: (fpr, tpr, auroc)}."""
+    from sklearn.metrics import roc_curve
+
+    out = {}
+    for i, name in enumerate(classes):
+        y = labels == i
+        if y.any() and not y.all():
+            fpr, tpr, _ = roc_curve(y, probs[:, i])
+            out[name] = (fpr, tpr, float(roc_auc_score(y, probs[:, i])))
+    return out
 
 
 def binary_covid_metrics(

@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,8 +83,12 @@ class ModelStore:
         self.path_of(name)
         _atomic_write_text(self.root / ACTIVE_FILE, name + "\n")
 
-    def save(self, model: keras.Model, card: ModelCard) -> StoredModel:
-        """Write model + card under card.name; visible only once both are complete."""
+    def save(self, model: keras.Model, card: ModelCard,
+             write_extra: Callable[[Path], None] | None = None) -> StoredModel:
+        """Write model + card (+ whatever `write_extra(folder)` adds) under card.name.
+
+        Nothing is visible under that name until everything is written.
+        """
         if not _NAME.match(card.name):
             raise ModelError(f"{card.name!r} is not a valid model name.")
         final = self.root / card.name
@@ -93,6 +98,8 @@ class ModelStore:
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.root))
         try:
             model.save(staging / MODEL_FILE)
+            if write_extra is not None:
+                write_extra(staging)
             card.save(staging)
             for file in (MODEL_FILE, CARD_FILE):
                 _fsync(staging / file)

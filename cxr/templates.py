@@ -16,6 +16,7 @@ from cxr.data import ImageSet, load_for_model
 from cxr.errors import CxrError
 
 INDEX_FILE = "templates.json"
+TEMPLATES_DIR = "templates"  # sub-folder of a saved model holding its templates
 
 
 def compute_templates(images: ImageSet, image_size: int, policy: str) -> dict[str, tuple[np.ndarray, int]]:

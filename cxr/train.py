@@ -19,6 +19,7 @@ from cxr.errors import DatasetError
 from cxr.metrics import COVID, classification_metrics
 from cxr.preprocess import RESIZE_POLICIES
 from cxr.store import ModelStore, StoredModel
+from cxr.templates import TEMPLATES_DIR, compute_templates, save_templates
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +34,13 @@ class TrainConfig:
     epochs: int = 30
     batch_size: int = 32
     learning_rate: float = 1e-3
+    weight_decay: float = 1e-4  # AdamW decoupled weight decay: ~1k images overfit quickly
+    ema: bool = True  # evaluate and keep the moving average of the weights (Polyak averaging)
     image_size: int | None = None  # None = the architecture's own (cxr.model.DEFAULT_IMAGE_SIZE)
     resize_policy: str = "crop"
     augment: bool = True
     val_fraction: float = 0.15  # held out from the training split, grouped by patient
-    patience: int = 6  # epochs without val_loss improvement before stopping
+    patience: int = 8  # epochs without val_loss improvement before stopping
     seed: int = 0
     binary: bool = False  # COVID19-vs-rest sigmoid head (the reference design's head)
     classes: tuple[str, ...] | None = None  # restrict/order classes; None = all folders
@@ -117,9 +120,15 @@ def train(
     n_classes = len(images.classes)
     model = build_model(config.arch, 1 if config.binary else n_classes, config.image_size)
     loss = "binary_crossentropy" if config.binary else "sparse_categorical_crossentropy"
-    model.compile(keras.optimizers.Adam(config.learning_rate), loss=loss, metrics=["accuracy"])
-    callbacks = [
-        keras.callbacks.EarlyStopping("val_loss", patience=config.patience, restore_best_weights=True),
+    # Validation and the saved weights use an exponential moving average of the weights: on ~1k
+    # images with noisy labels the raw weights swing the decision boundary from epoch to epoch.
+    optimizer = keras.optimizers.AdamW(config.learning_rate, weight_decay=config.weight_decay,
+                                       use_ema=config.ema, ema_momentum=0.98)
+    model.compile(optimizer, loss=loss, metrics=["accuracy"])
+    callbacks = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if config.ema else []
+    callbacks += [
+        keras.callbacks.EarlyStopping("val_loss", patience=config.patience, restore_best_weights=True,
+                                      start_from_epoch=min(5, config.epochs // 4)),
         keras.callbacks.ReduceLROnPlateau("val_loss", factor=0.5, patience=max(1, config.patience // 2)),
         _Progress(on_epoch_end, should_stop),
     ]
@@ -153,6 +162,7 @@ def train(
                 "n_train": len(train_set),
                 "n_validation": len(val_set),
                 "counts": images.counts(),
+                "train_counts": train_set.counts(),
             },
             "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
             "epochs_run": len(hist.get("loss", [])),
@@ -163,7 +173,8 @@ def train(
     )
     val_probs, val_labels = Predictor(model, card).predict_imageset(val_set, config.batch_size)
     card.metrics["validation"] = classification_metrics(val_probs, val_labels, card.classes, card.covid_threshold)
-    saved = store.save(model, card)
+    templates = compute_templates(train_set, config.image_size, config.resize_policy)
+    saved = store.save(model, card, lambda folder: save_templates(templates, folder / TEMPLATES_DIR))
     if activate:
         store.activate(saved.name)
     return saved

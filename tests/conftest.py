@@ -48,3 +48,18 @@ def tiny_model(tmp_path_factory, mini_data) -> Path:
     store = ModelStore(tmp_path_factory.mktemp("store"))
     config = TrainConfig(data=mini_data, epochs=2, image_size=96, batch_size=8, name="tiny")
     return train(config, store).path
+
+
+@pytest.fixture()
+def app_env(tmp_path, monkeypatch, tiny_model, mini_data):
+    """A model store holding the tiny model as DEFAULT and a data root holding the mini set."""
+    import shutil
+
+    store = tmp_path / "models"
+    shutil.copytree(tiny_model, store / tiny_model.name)
+    (store / "DEFAULT").write_text(tiny_model.name + "\n")
+    data_root = tmp_path / "data"
+    shutil.copytree(mini_data, data_root / "cxr-data-mini")
+    monkeypatch.setenv("CXR_MODEL_DIR", str(store))
+    monkeypatch.setenv("CXR_DATA_ROOT", str(data_root))
+    return {"store": store, "data_root": data_root, "mini": data_root / "cxr-data-mini"}

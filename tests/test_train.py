@@ -5,6 +5,7 @@ import numpy as np
 from cxr.card import ModelCard
 from cxr.predict import Predictor
 from cxr.store import ModelStore
+from cxr.templates import load_templates
 from cxr.train import TrainConfig, class_weights, train
 
 
@@ -28,6 +29,9 @@ def test_training_on_mini_set_lowers_the_loss_and_saves_a_complete_model(mini_da
     assert card.training["data"]["n_train"] + card.training["data"]["n_validation"] == 24
     assert set(card.metrics["validation"]) >= {"accuracy", "macro_auroc", "confusion", "ece"}
     json.loads(card.to_json())
+    templates = load_templates(saved.path / "templates")
+    assert {c: n for c, (_, n) in templates.items()} == card.training["data"]["train_counts"]
+    assert templates["NORMAL"][0].shape == (96, 96)
     probs = Predictor.from_path(saved.path).predict_proba([np.full((120, 100), 128, np.uint8)])
     assert probs.shape == (1, 3) and np.isclose(probs.sum(), 1)
 

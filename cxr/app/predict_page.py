@@ -1,35 +1,90 @@
-"""Predict: upload chest X-rays, see the predicted class and its probabilities."""
+"""Predict (home): upload X-rays -> class, probabilities, saliency overlay, templates, report."""
 
 from __future__ import annotations
 
-import plotly.graph_objects as go
+import csv
+import io
+
+import numpy as np
 import streamlit as st
 
-from cxr.app.resources import active_predictor
-from cxr.decode import decode_image
+from cxr.app.charts import probability_bars
+from cxr.app.resources import active_model_path, load_explainer, load_model_templates, load_predictor
 from cxr.errors import CxrError
+from cxr.pipeline import analyze, explain, overlay_png
+from cxr.report_image import render_report
+from cxr.saliency import METHODS
 
-st.title("Chest X-ray classifier")
-predictor = active_predictor()
-uploads = st.file_uploader(
-    "Upload chest X-rays (PNG, JPEG or DICOM)", accept_multiple_files=True,
-    type=["png", "jpg", "jpeg", "dcm", "dicom"],
-)
-if predictor is not None:
-    st.caption(f"Model: {predictor.card.name}")
-    for upload in uploads or []:
+st.title("Chest X-ray classification")
+path = active_model_path()
+if path is None:
+    st.stop()
+predictor = load_predictor(path)
+card = predictor.card
+
+with st.sidebar:
+    st.subheader("Display")
+    method = st.selectbox("Saliency method", list(METHODS), format_func=METHODS.get, key="method")
+    opacity = st.slider("Overlay opacity", 0.0, 1.0, 0.45, 0.05, key="opacity")
+    threshold = st.slider("COVID-19 threshold", 0.0, 1.0, float(card.covid_threshold), 0.01, key="threshold",
+                          help="P(COVID19) at or above this is reported as COVID-19 positive. "
+                               "The default is the model card's operating point.")
+
+uploads = st.file_uploader("Upload chest X-rays (PNG, JPEG or DICOM)", accept_multiple_files=True,
+                           type=["png", "jpg", "jpeg", "dcm", "dicom"], key="uploads")
+st.caption(f"Model **{card.name}** ({card.arch}, {card.image_size} px). Research demo, not for diagnosis.")
+if not uploads:
+    st.info("Drop one or more frontal chest X-rays above to classify them.")
+    st.stop()
+
+templates = load_model_templates(path)
+rows = []
+for upload in uploads:
+    with st.container(border=True):
         st.subheader(upload.name)
         try:
-            img = decode_image(upload.getvalue(), name=upload.name)
+            analysis = analyze(predictor, upload.getvalue(), upload.name)
         except CxrError as exc:
-            st.error(f"{upload.name}: {exc}")
+            st.error(f"{upload.name} cannot be analysed: {exc}")
+            rows.append({"file": upload.name, "error": str(exc)})
             continue
-        probs = predictor.predict_proba([img])[0]
-        label = predictor.classes[int(probs.argmax())]
-        left, right = st.columns(2)
-        left.image(img, caption=f"{img.shape[1]}x{img.shape[0]} px", clamp=True)
-        right.markdown(f"**Predicted: {label}** ({probs.max():.0%})")
-        figure = go.Figure(go.Bar(x=[float(p) for p in probs], y=predictor.classes, orientation="h"))
-        figure.update_layout(xaxis={"range": [0, 1], "title": "probability"}, height=220,
-                             margin={"l": 10, "r": 10, "t": 10, "b": 10})
-        right.plotly_chart(figure, key=f"probs-{upload.file_id}")
+        covid = analysis.probability("COVID19")
+        rows.append({"file": upload.name, "label": analysis.label,
+                     **{f"p_{c}": round(float(p), 4) for c, p in zip(analysis.classes, analysis.probs, strict=True)},
+                     "covid_positive": bool(covid >= threshold) if not np.isnan(covid) else ""})
+        left, right = st.columns([1, 1])
+        with right:
+            st.markdown(f"### Predicted: {analysis.label}")
+            if not np.isnan(covid):
+                verdict = "above" if covid >= threshold else "below"
+                st.markdown(f"P(COVID-19) = **{covid:.1%}**, {verdict} the threshold {threshold:.2f}.")
+            st.plotly_chart(probability_bars(analysis.classes, analysis.probs, threshold),
+                            key=f"bars-{upload.file_id}")
+            explained = st.selectbox("Explain class", analysis.classes, index=int(np.argmax(analysis.probs)),
+                                     key=f"explain-{upload.file_id}")
+        heatmap = explain(load_explainer(path), analysis, analysis.classes.index(explained), method)
+        with left:
+            a, b = st.columns(2)
+            a.image(analysis.prepared, caption="Model input", width="stretch")
+            b.image(overlay_png(analysis, heatmap, opacity), caption=f"{METHODS[method]}: {explained}",
+                    width="stretch")
+        if templates:
+            with st.expander("Compare with the class templates (mean training images)"):
+                cols = st.columns(len(templates))
+                for col, (name, (template, count)) in zip(cols, templates.items(), strict=True):
+                    diff = np.abs(analysis.prepared.astype(np.int16) - template).astype(np.uint8)
+                    col.image(template, caption=f"{name} template ({count} images)", width="stretch")
+                    col.image(diff, caption=f"|upload - {name}| (mean {diff.mean():.0f})", width="stretch")
+        report = render_report(analysis, heatmap, file_name=upload.name, model_name=card.name,
+                               method_label=METHODS[method], explained_class=explained,
+                               covid_threshold=threshold, opacity=opacity)
+        st.download_button("Download report (PNG)", report, file_name=f"{upload.name}.report.png",
+                           mime="image/png", key=f"report-{upload.file_id}")
+
+if len(uploads) > 1:
+    buf = io.StringIO()
+    fields = sorted({k for r in rows for k in r}, key=lambda k: (k != "file", k))
+    writer = csv.DictWriter(buf, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    st.download_button("Download all results (CSV)", buf.getvalue(), file_name="cxr-results.csv", mime="text/csv")

@@ -1,0 +1,49 @@
+"""About: intended use, data provenance and its bias, the active model's card."""
+
+from __future__ import annotations
+
+import json
+
+import streamlit as st
+
+from cxr import __version__
+from cxr.app.resources import active_model_path, load_predictor
+
+st.title("About this model")
+st.error("**Research demo, not a medical device.** Not for diagnosis, triage or any clinical decision.")
+st.markdown(
+    """
+**Intended use.** Exploring how a small convolutional network classifies frontal chest X-rays as
+COVID-19, normal or pneumonia, and what it looks at (saliency maps). Not validated on any patient
+population.
+
+**Training data.** 1,391 X-rays assembled by the DarkCovidNet study: COVID-19 images are figures from
+journal articles and case pages (ieee8023 collection: cropped, re-encoded, some with letters and
+arrows); pneumonia and most normal images come from one US archive (NIH ChestX-ray14, square
+1024 px originals); 269 further normals come from a teaching set (OpenIST). Split by patient.
+
+**Known bias: the model may learn the hospital, not the disease.** Every COVID-19 image comes from
+other hospitals and publication pipelines than every pneumonia image. A model can separate them by
+image size, crop, aspect ratio, JPEG history or burned-in text. This model centre-crops to a
+square and standardises intensities per image to remove some of those cues, but internal test
+metrics (Evaluation page) come from the same sources as training and cannot prove it learned lung
+findings. Published COVID-19 X-ray models lose most of their accuracy on other hospitals' images.
+
+**Labels.** NIH labels are text-mined from reports and are noisy, particularly "pneumonia".
+"""
+)
+path = active_model_path()
+if path is not None:
+    card = load_predictor(path).card
+    st.subheader(f"Active model: {card.name}")
+    val = card.metrics.get("validation", {})
+    cols = st.columns(4)
+    cols[0].metric("Architecture", card.arch)
+    cols[1].metric("Input", f"{card.image_size} px")
+    cols[2].metric("Validation accuracy", f"{val['accuracy']:.3f}" if val else "n/a")
+    cols[3].metric("COVID-19 threshold", f"{card.covid_threshold:.2f}")
+    st.markdown(f"Trained {card.created[:10]} with `{card.training.get('command', '?')}`; "
+                f"data fingerprint `{card.training.get('data', {}).get('fingerprint', '?')[:16]}...`")
+    with st.expander("Full model card (JSON)"):
+        st.code(json.dumps(json.loads(card.to_json()), indent=2), language="json")
+st.caption(f"cxr {__version__}")

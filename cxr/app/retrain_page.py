@@ -1,0 +1,101 @@
+"""Retrain: pick a dataset under the data root, train in the background, compare, activate."""
+
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+import streamlit as st
+
+from cxr.app.charts import training_curves
+from cxr.app.resources import clear_model_caches, job_runner, model_store
+from cxr.config import get_paths
+from cxr.data import load_imageset
+from cxr.datasets import list_datasets
+from cxr.errors import CxrError
+from cxr.model import ARCHITECTURES, DEFAULT_IMAGE_SIZE
+from cxr.train import TrainConfig
+
+st.title("Retrain")
+root = get_paths().data_root
+store = model_store()
+runner = job_runner()
+
+datasets = list_datasets(root)
+if not datasets:
+    st.warning(f"No dataset folders found under the data folder {root}. A dataset needs train/<CLASS>/ sub-folders.")
+else:
+    choice = st.selectbox("Dataset", datasets, format_func=lambda p: str(p.relative_to(root)), key="dataset")
+    try:
+        counts = load_imageset(choice, "train").counts()
+        st.dataframe(pd.DataFrame({"class": list(counts), "training images": list(counts.values())}),
+                     hide_index=True)
+    except CxrError as exc:
+        st.error(str(exc))
+        counts = {}
+    with st.form("train-form"):
+        c1, c2, c3 = st.columns(3)
+        arch = c1.selectbox("Architecture", sorted(ARCHITECTURES), index=sorted(ARCHITECTURES).index("cxrnet"))
+        epochs = c2.number_input("Epochs", 1, 200, 20)
+        batch = c3.number_input("Batch size", 2, 256, 32)
+        lr = c1.number_input("Learning rate", 1e-5, 1e-1, 1e-3, format="%.5f")
+        size = c2.number_input("Image size (0 = architecture default)", 0, 512, 0, step=32)
+        augment = c3.checkbox("Augmentation", True)
+        submitted = st.form_submit_button("Start training", type="primary", disabled=not counts)
+    if submitted:
+        try:
+            config = TrainConfig(data=choice, arch=arch, epochs=int(epochs), batch_size=int(batch),
+                                 learning_rate=float(lr), image_size=int(size) or DEFAULT_IMAGE_SIZE[arch],
+                                 augment=augment, command=f"app: retrain on {choice.name}")
+            runner.start(config, store)
+        except (CxrError, ValueError) as exc:
+            st.error(str(exc))
+
+
+@st.fragment(run_every=2.0)
+def show_job() -> None:
+    job = runner.job
+    if job is None:
+        return
+    st.subheader(f"Training on {job.config.data.name}: {job.status}")
+    st.progress(min(job.epoch / job.config.epochs, 1.0),
+                text=f"epoch {job.epoch} of {job.config.epochs} ({time.time() - job.started:.0f} s)")
+    if job.history:
+        st.plotly_chart(training_curves(job.history), key="curves")
+    if not job.finished:
+        if st.button("Cancel training", key="cancel"):
+            job.cancel()
+        return
+    if job.status == "failed":
+        st.error(f"Training failed: {job.error}")
+        return
+    st.success(f"Saved as **{job.result.name}**" + (" (stopped early by you)" if job.status == "cancelled" else ""))
+    if job.evaluation:
+        table = {role: {"model": m.get("model"), "accuracy": m.get("accuracy"), "macro AUROC": m.get("macro_auroc"),
+                        "COVID-vs-normal AUROC": (m.get("binary") or {}).get("auroc"), "ECE": m.get("ece")}
+                 for role, m in job.evaluation.items() if "error" not in m}
+        st.markdown("**Test split (same sources as training):** new model vs the active one")
+        st.dataframe(pd.DataFrame(table).T)
+    if st.button(f"Activate {job.result.name}", type="primary", key="activate-new"):
+        store.activate(job.result.name)
+        clear_model_caches()
+        st.rerun(scope="app")
+
+
+show_job()
+
+st.subheader("Saved models")
+try:
+    active = store.active_name()
+except CxrError:
+    active = None
+for stored in store.list():
+    val = stored.card.metrics.get("validation", {})
+    cols = st.columns([3, 2, 2, 1])
+    cols[0].markdown(f"**{stored.name}**" + (" — active" if stored.name == active else ""))
+    cols[1].caption(f"{stored.card.arch}, {stored.card.image_size} px, {stored.card.created[:16]}")
+    cols[2].caption(f"val. accuracy {val.get('accuracy', float('nan')):.3f}" if val else "no metrics")
+    if stored.name != active and cols[3].button("Activate", key=f"act-{stored.name}"):
+        store.activate(stored.name)
+        clear_model_caches()
+        st.rerun()

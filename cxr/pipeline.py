@@ -1,0 +1,58 @@
+"""The serving path a page (and the latency bench) runs: bytes -> probabilities + saliency.
+
+Keeping it here means the app, the CLI and the benchmarks time and test the same calls.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from cxr.decode import decode_image
+from cxr.predict import Predictor
+from cxr.preprocess import to_model_input
+from cxr.saliency import Explainer, overlay
+
+
+@dataclass(frozen=True)
+class Analysis:
+    img: np.ndarray  # (H, W) uint8 as decoded, for display
+    prepared: np.ndarray  # (S, S) uint8 exactly as the model saw it
+    probs: np.ndarray  # (C,) calibrated probabilities in the model's class order
+    classes: list[str]
+
+    @property
+    def label(self) -> str:
+        return self.classes[int(np.argmax(self.probs))]
+
+    def probability(self, name: str) -> float:
+        return float(self.probs[self.classes.index(name)]) if name in self.classes else float("nan")
+
+
+def analyze(predictor: Predictor, data: bytes, name: str = "") -> Analysis:
+    """Decode and classify one upload; raises InvalidImageError for unusable files."""
+    img = decode_image(data, name=name)
+    prepared = predictor.prepare(img)
+    probs = predictor.predict_batch(to_model_input(prepared))[0]
+    return Analysis(img, prepared, probs, predictor.classes)
+
+
+def explain(explainer: Explainer, analysis: Analysis, class_index: int | None = None,
+            method: str = "gradcam") -> np.ndarray:
+    """(S, S) heatmap in 0..1 for `class_index` (default: the predicted class)."""
+    if class_index is None:
+        class_index = int(np.argmax(analysis.probs))
+    return explainer.heatmap(to_model_input(analysis.prepared), class_index, method)
+
+
+def png_bytes(rgb_or_grey: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb_or_grey).save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def overlay_png(analysis: Analysis, heatmap: np.ndarray, opacity: float = 0.45) -> bytes:
+    return png_bytes(overlay(analysis.prepared, heatmap, opacity))

@@ -1,0 +1,135 @@
+"""Every page through Streamlit's AppTest, with real uploads and a real (tiny) model."""
+
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests import factory
+
+APP = str(Path(__file__).resolve().parent.parent / "streamlit_app.py")
+
+
+def run_page(page: str | None = None, timeout: float = 120) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=timeout)
+    at.run()
+    if page:
+        at.switch_page(f"cxr/app/{page}")
+        at.run()
+    return at
+
+
+def texts(at: AppTest) -> str:
+    return "\n".join(m.value for m in at.markdown) + "\n".join(str(c.value) for c in at.caption)
+
+
+def test_predict_page_classifies_an_upload_with_overlay_and_templates(app_env):
+    at = run_page()
+    assert not at.exception
+    image = sorted((app_env["mini"] / "test" / "PNEUMONIA").glob("*.jpg"))[0]
+    at.file_uploader(key="uploads").set_value((image.name, image.read_bytes(), "image/jpeg"))
+    at.run()
+    assert not at.exception and not at.error
+    shown = texts(at)
+    assert "### Predicted: " in shown
+    label = shown.split("### Predicted: ")[1].split("\n")[0]
+    assert label in ("COVID19", "NORMAL", "PNEUMONIA")
+    assert "P(COVID-19) = " in shown
+    images = at.get("image")
+    # model input + overlay + 3 templates + 3 difference images
+    assert len(images) >= 8
+    assert at.get("plotly_chart")
+    assert any(b.label == "Download report (PNG)" for b in at.get("download_button"))
+
+
+def test_predict_page_reports_a_bad_file_and_still_classifies_the_others(app_env):
+    at = run_page()
+    good = sorted((app_env["mini"] / "test" / "NORMAL").glob("*.jpg"))[0]
+    dicom = factory.dicom_bytes(factory.phantom(200, 160), photometric="MONOCHROME1", bits=8)
+    at.file_uploader(key="uploads").set_value([
+        ("notes.png", b"this is not an image", "image/png"),
+        (good.name, good.read_bytes(), "image/jpeg"),
+        ("chest.dcm", dicom, "application/dicom"),
+    ])
+    at.run()
+    assert not at.exception
+    assert len(at.error) == 1 and "notes.png cannot be analysed" in at.error[0].value
+    assert texts(at).count("### Predicted: ") == 2
+    assert any(b.label == "Download all results (CSV)" for b in at.get("download_button"))
+
+
+def test_predict_page_switching_method_and_class_keeps_working(app_env):
+    at = run_page()
+    image = sorted((app_env["mini"] / "test" / "COVID19").glob("*.jpg"))[0]
+    at.file_uploader(key="uploads").set_value((image.name, image.read_bytes(), "image/jpeg"))
+    at.run()
+    for method in ("gradcam++", "scorecam", "smoothgrad"):
+        at.selectbox(key="method").set_value(method)
+        at.run()
+        assert not at.exception, method
+    explain = next(s for s in at.selectbox if s.key.startswith("explain-"))
+    explain.set_value("COVID19")
+    at.run()
+    assert not at.exception
+    assert any("Grad" in c.value or "Smooth" in c.value or "Score" in c.value for c in at.caption) or at.get("image")
+
+
+def test_templates_page_shows_one_template_per_class(app_env):
+    at = run_page("templates_page.py")
+    assert not at.exception
+    assert len(at.get("image")) == 3
+
+
+def test_evaluation_page_shows_metrics_and_eda(app_env):
+    at = run_page("evaluation_page.py", timeout=300)
+    assert not at.exception
+    assert [m.label for m in at.metric][:4] == ["Accuracy", "Balanced accuracy", "Macro AUROC", "ECE"]
+    assert len(at.get("plotly_chart")) >= 5  # confusion, ROC, calibration, balance, scatter, aspect
+
+
+def test_about_page_states_intended_use_and_bias(app_env):
+    at = run_page("about_page.py")
+    assert not at.exception
+    assert "not a medical device" in at.error[0].value
+    assert "may learn the hospital, not the disease" in texts(at)
+
+
+def test_no_model_gives_a_clear_message(tmp_path, monkeypatch):
+    monkeypatch.setenv("CXR_MODEL_DIR", str(tmp_path))
+    at = run_page()
+    assert not at.exception
+    assert "No model is available" in at.error[0].value
+
+
+@pytest.mark.timeout(600)
+def test_retrain_page_trains_evaluates_and_activates(app_env):
+    at = run_page("retrain_page.py")
+    assert not at.exception
+    assert at.selectbox(key="dataset").value.name == "cxr-data-mini"
+    at.number_input[0].set_value(1)  # epochs
+    at.number_input[3].set_value(64)  # image size
+    at.button[0].click()  # form submit
+    at.run()
+    assert not at.exception and not at.error
+    from cxr.app.resources import job_runner
+
+    job = job_runner().job
+    deadline = time.time() + 400
+    while not job.finished and time.time() < deadline:
+        time.sleep(1)
+    assert job.status == "done", job.error
+    at.run()
+    shown = texts(at)
+    assert f"Saved as **{job.result.name}**" in "\n".join(s.value for s in at.success)
+    assert "new model vs the active one" in shown
+    assert set(job.evaluation) == {"new", "active"} and job.evaluation["new"]["n"] == 12
+    at.button(key="activate-new").click()
+    at.run()
+    assert (app_env["store"] / "ACTIVE").read_text().strip() == job.result.name
+    # Roll back: the previous default is listed with an Activate button.
+    rollback = [b for b in at.button if b.key and b.key.startswith("act-")]
+    assert rollback
+    rollback[0].click()
+    at.run()
+    assert (app_env["store"] / "ACTIVE").read_text().strip() != job.result.name
