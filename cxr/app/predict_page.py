@@ -69,7 +69,7 @@ for upload in uploads:
             b.image(overlay_png(analysis, heatmap, opacity), caption=f"{METHODS[method]}: {explained}",
                     width="stretch")
         if templates:
-            with st.expander("Compare with the class templates (mean training images)"):
+            with st.expander("Compare with the class templates (mean training images)", expanded=True):
                 cols = st.columns(len(templates))
                 for col, (name, (template, count)) in zip(cols, templates.items(), strict=True):
                     diff = np.abs(analysis.prepared.astype(np.int16) - template).astype(np.uint8)

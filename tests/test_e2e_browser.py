@@ -1,0 +1,102 @@
+"""End to end in a real browser: `streamlit run` on a free port, Debian's chromium via Playwright."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture()
+def server(app_env, tmp_path):
+    port = free_port()
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    log = open(tmp_path / "streamlit.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("streamlit did not start: " + (tmp_path / "streamlit.log").read_text()[-2000:])
+    yield url
+    proc.terminate()
+    proc.wait(timeout=20)
+    log.close()
+
+
+@pytest.fixture()
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def upload_and_wait(page, path: Path, expect_results: int = 1, timeout_ms: int = 120_000) -> float:
+    """Add `path` to the uploader; seconds until `expect_results` predictions with overlays show."""
+    start = time.perf_counter()
+    page.locator("input[type=file]").first.set_input_files(str(path))
+    for text in ("Predicted:", "Grad-CAM:"):
+        page.get_by_text(text).nth(expect_results - 1).wait_for(timeout=timeout_ms)
+    return time.perf_counter() - start
+
+
+def test_upload_in_a_real_browser_shows_prediction_overlay_and_templates(server, browser, app_env, tmp_path):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(server)
+    page.get_by_text("Chest X-ray classification").wait_for(timeout=60_000)
+    images = sorted((app_env["mini"] / "test" / "PNEUMONIA").glob("*.jpg"))
+    upload_and_wait(page, images[0])
+    heading = page.get_by_role("heading", name="Predicted:").first.inner_text()
+    assert heading.split("Predicted:")[1].strip() in ("COVID19", "NORMAL", "PNEUMONIA")
+    assert page.locator("[data-testid=stImage] img").count() >= 2  # model input + overlay
+    assert page.locator(".js-plotly-plot").count() >= 1
+    assert page.get_by_text("Exception").count() == 0 and page.get_by_text("Traceback").count() == 0
+    shots = Path(os.environ.get("CXR_SCREENSHOT_DIR", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(shots / "predict.png"), full_page=True)
+    # A second upload joins the first; the warm model answers without reloading.
+    seconds = upload_and_wait(page, images[1], expect_results=2)
+    assert seconds < 30
+    assert page.get_by_text(images[0].name).count() >= 1 and page.get_by_text(images[1].name).count() >= 1
+
+
+def test_bad_upload_shows_an_error_not_a_traceback(server, browser, tmp_path):
+    bad = tmp_path / "scan.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    page = browser.new_page()
+    page.goto(server)
+    page.get_by_text("Chest X-ray classification").wait_for(timeout=60_000)
+    page.locator("input[type=file]").first.set_input_files(str(bad))
+    page.get_by_text("scan.png cannot be analysed").wait_for(timeout=60_000)
+    assert page.get_by_text("Traceback").count() == 0
+
