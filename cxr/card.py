@@ -7,6 +7,7 @@ size and resize policy, the operating threshold, and where the model came from.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,11 @@ class ModelCard:
         return json.dumps(data, indent=2, sort_keys=False)
 
     def save(self, folder: Path) -> None:
-        (Path(folder) / CARD_FILE).write_text(self.to_json() + "\n", encoding="utf-8")
+        """Write card.json atomically (a reader never sees half a card)."""
+        path = Path(folder) / CARD_FILE
+        tmp = path.with_name(f".{CARD_FILE}.tmp")
+        tmp.write_text(self.to_json() + "\n", encoding="utf-8")
+        os.replace(tmp, path)
 
     @classmethod
     def load(cls, folder: Path) -> ModelCard:

@@ -77,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default=None, help="e.g. test; without it DIR is a folder of class folders")
     p.add_argument("--model", default=None, help="model folder or store name (default: active)")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--record", metavar="KEY", default=None,
+                   help="also store the metrics in the model card under metrics[KEY] (e.g. internal_test)")
     p.set_defaults(run=cmd_evaluate)
 
     p = sub.add_parser("predict", help="classify image files")
@@ -155,6 +157,10 @@ def cmd_evaluate(args) -> int:
     probs, labels = predictor.predict_imageset(images)
     metrics = classification_metrics(probs, labels, predictor.classes, predictor.card.covid_threshold)
     metrics["model"] = predictor.card.name
+    if args.record:
+        card = predictor.card
+        card.metrics[args.record] = {"data": str(args.data), "split": args.split, **metrics}
+        card.save(resolve_model_path(args.model))
     if args.json:
         print(json.dumps(metrics))
     else:

@@ -10,6 +10,7 @@ bomb costs neither memory nor time.
 from __future__ import annotations
 
 import io
+import logging
 import warnings
 from pathlib import Path
 
@@ -105,8 +106,7 @@ def _decode_pillow(data: bytes, fmt: str) -> np.ndarray:
         raise
     except Image.DecompressionBombError:
         raise InvalidImageError("The image is too large to be a radiograph.") from None
-    except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError) as exc:
-        # Pillow signals corrupt and truncated data with any of these.
+    except Exception as exc:  # noqa: BLE001 - Pillow signals corrupt data with OSError, SyntaxError, struct.error...
         raise InvalidImageError(
             f"The {label} file is damaged or incomplete and cannot be read ({_short(exc)})."
         ) from None
@@ -137,13 +137,21 @@ def stretch_to_uint8(values: np.ndarray) -> np.ndarray:
 
 
 def _decode_dicom(data: bytes) -> np.ndarray:
+    # pydicom warns and logs about malformed elements, quoting their values: those can be patient
+    # data, which must never reach a log.
+    logging.getLogger("pydicom").setLevel(logging.CRITICAL)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _read_dicom_pixels(data)
+
+
+def _read_dicom_pixels(data: bytes) -> np.ndarray:
     import pydicom
-    from pydicom.errors import InvalidDicomError
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
     try:
         ds = pydicom.dcmread(io.BytesIO(data), force=data[128:132] != b"DICM")
-    except (InvalidDicomError, OSError, ValueError, EOFError, TypeError, KeyError) as exc:
+    except Exception as exc:  # noqa: BLE001 - on damaged files pydicom raises struct.error, KeyError, ...
         raise InvalidImageError(f"The DICOM file is damaged and cannot be read ({_short(exc)}).") from None
     if "PixelData" not in ds:
         raise InvalidImageError("The DICOM file holds no image (no pixel data).")

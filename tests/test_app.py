@@ -55,6 +55,7 @@ def test_predict_page_reports_a_bad_file_and_still_classifies_the_others(app_env
     at.run()
     assert not at.exception
     assert len(at.error) == 1 and "notes.png cannot be analysed" in at.error[0].value
+    assert "Doe" not in texts(at)  # the DICOM's patient name is never shown
     assert texts(at).count("### Predicted: ") == 2
     assert any(b.label == "Download all results (CSV)" for b in at.get("download_button"))
 

@@ -104,3 +104,17 @@ def test_train_activate_and_templates(mini_data, tmp_path):
 def test_train_on_missing_folder_is_a_clear_error(tmp_path):
     out = run_cli("train", "--data", tmp_path / "nowhere", env={"CXR_MODEL_DIR": str(tmp_path)})
     assert out.returncode == 2 and "Cannot find" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_evaluate_record_stores_metrics_in_the_card(tiny_model, mini_data, tmp_path):
+    import shutil
+
+    model = tmp_path / "m"
+    shutil.copytree(tiny_model, model)
+    out = run_cli("evaluate", "--data", mini_data, "--split", "test", "--model", model, "--json",
+                  "--record", "internal_test")
+    assert out.returncode == 0, out.stderr
+    card = json.loads((model / "card.json").read_text())
+    assert card["metrics"]["internal_test"]["n"] == 12
+    assert card["metrics"]["internal_test"]["accuracy"] == json.loads(out.stdout)["accuracy"]
+    assert "validation" in card["metrics"]

@@ -142,3 +142,19 @@ def test_decode_real_dataset_files(mini_data):
 
 def test_invalid_image_error_is_a_cxr_error():
     assert issubclass(InvalidImageError, CxrError) and issubclass(InvalidImageError, ValueError)
+
+
+def test_dicom_patient_data_never_reaches_logs_or_warnings(caplog, recwarn):
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    data = factory.dicom_bytes(IMG, bits=8, patient_name="Secretname^Patient")
+    decode_image(data)
+    # A damaged file whose errors would quote element values.
+    broken = data.replace(b"Secretname^Patient", b"Secretname^Pat\xff\xfe\x00\x01")
+    try:
+        decode_image(broken[: len(broken) - 500])
+    except InvalidImageError as exc:
+        assert "Secretname" not in str(exc)
+    assert "Secretname" not in caplog.text
+    assert not any("Secretname" in str(w.message) for w in recwarn)
