@@ -62,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, default=None, help="default: the architecture's own")
     p.add_argument("--resize", default="crop", help="crop | letterbox | stretch")
     p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--ema", action="store_true", help="validate and keep a moving average of the weights")
     p.add_argument("--val-fraction", type=float, default=0.15)
     p.add_argument("--patience", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
@@ -130,7 +131,7 @@ def cmd_train(args) -> int:
         data=args.data, split=_default_split(args.data, args.split, "train"), arch=args.arch,
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
         image_size=args.image_size, resize_policy=args.resize, augment=not args.no_augment,
-        val_fraction=args.val_fraction, patience=args.patience, seed=args.seed, binary=args.binary,
+        val_fraction=args.val_fraction, patience=args.patience, seed=args.seed, binary=args.binary, ema=args.ema,
         classes=tuple(args.classes.split(",")) if args.classes else None, name=args.name,
         command="python -m cxr " + shlex.join(sys.argv[1:] if sys.argv[0].endswith("__main__.py") else []),
     )

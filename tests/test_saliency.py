@@ -46,3 +46,20 @@ def test_overlay_leaves_cold_pixels_untouched_and_respects_opacity():
     assert out.shape == (4, 4, 3) and (out[1:, 1:] == 100).all()
     assert not (out[0, 0] == 100).all()
     assert (overlay(img, heat, opacity=0.0) == 100).all()
+
+
+@pytest.mark.parametrize("arch", ["cxrnet", "seed"])
+def test_compiled_gradcam_matches_tf_keras_vis_gradcam(arch):
+    from tf_keras_vis.gradcam import Gradcam
+    from tf_keras_vis.utils.model_modifiers import ReplaceToLinear
+    from tf_keras_vis.utils.scores import CategoricalScore
+
+    from cxr.saliency import CAM_LAYER
+
+    model = build_model(arch, 3, 96)
+    x = np.random.default_rng(3).uniform(0, 255, (1, 96, 96, 3)).astype("float32")
+    reference = Gradcam(model, model_modifier=ReplaceToLinear(), clone=True)(
+        CategoricalScore([1]), x, penultimate_layer=CAM_LAYER[arch], seek_penultimate_conv_layer=False)[0]
+    ours = Explainer(model, arch).heatmap(x, 1, "gradcam")
+    ref = (reference - reference.min()) / max(reference.max() - reference.min(), 1e-9)
+    assert np.abs(ours - ref).max() < 1e-3
