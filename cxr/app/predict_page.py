@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import io
 
 import numpy as np
@@ -14,6 +15,20 @@ from cxr.errors import CxrError
 from cxr.pipeline import analyze, explain, overlay_png
 from cxr.report_image import render_report
 from cxr.saliency import METHODS
+
+
+def remember(key: tuple, compute, *args):
+    """Per-session memo: a rerun (a slider moved, a file added) does not recompute old uploads.
+
+    Kept in st.session_state, so one user's images and results are never visible to another.
+    """
+    memo = st.session_state.setdefault("memo", {})
+    if key not in memo:
+        if len(memo) > 200:
+            memo.clear()
+        memo[key] = compute(*args)
+    return memo[key]
+
 
 st.title("Chest X-ray classification")
 path = active_model_path()
@@ -43,7 +58,7 @@ for upload in uploads:
     with st.container(border=True):
         st.subheader(upload.name)
         try:
-            analysis = analyze(predictor, upload.getvalue(), upload.name)
+            analysis = remember(("analysis", path, upload.file_id), analyze, predictor, upload.getvalue(), upload.name)
         except CxrError as exc:
             st.error(f"{upload.name} cannot be analysed: {exc}")
             rows.append({"file": upload.name, "error": str(exc)})
@@ -62,7 +77,8 @@ for upload in uploads:
                             key=f"bars-{upload.file_id}")
             explained = st.selectbox("Explain class", analysis.classes, index=int(np.argmax(analysis.probs)),
                                      key=f"explain-{upload.file_id}")
-        heatmap = explain(load_explainer(path), analysis, analysis.classes.index(explained), method)
+        heatmap = remember(("heatmap", path, upload.file_id, explained, method), explain, load_explainer(path),
+                           analysis, analysis.classes.index(explained), method)
         with left:
             a, b = st.columns(2)
             a.image(analysis.prepared, caption="Model input", width="stretch")
@@ -75,9 +91,10 @@ for upload in uploads:
                     diff = np.abs(analysis.prepared.astype(np.int16) - template).astype(np.uint8)
                     col.image(template, caption=f"{name} template ({count} images)", width="stretch")
                     col.image(diff, caption=f"|upload - {name}| (mean {diff.mean():.0f})", width="stretch")
-        report = render_report(analysis, heatmap, file_name=upload.name, model_name=card.name,
-                               method_label=METHODS[method], explained_class=explained,
-                               covid_threshold=threshold, opacity=opacity)
+        # Rendered only when clicked (a callable): most reruns never need the report.
+        report = functools.partial(render_report, analysis, heatmap, file_name=upload.name, model_name=card.name,
+                                   method_label=METHODS[method], explained_class=explained,
+                                   covid_threshold=threshold, opacity=opacity)
         st.download_button("Download report (PNG)", report, file_name=f"{upload.name}.report.png",
                            mime="image/png", key=f"report-{upload.file_id}")
 

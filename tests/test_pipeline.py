@@ -1,0 +1,45 @@
+"""The serving path the Predict page runs, and its one-page report."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cxr.errors import InvalidImageError
+from cxr.pipeline import analyze, explain, overlay_png
+from cxr.predict import Predictor
+from cxr.report_image import DISCLAIMER, render_report
+from cxr.saliency import Explainer
+from tests import factory
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_model):
+    return Predictor.from_path(tiny_model)
+
+
+def test_analyze_explain_overlay_from_bytes(predictor):
+    analysis = analyze(predictor, factory.jpeg_bytes(factory.phantom(300, 240)), "chest.jpg")
+    assert analysis.img.shape == (300, 240) and analysis.prepared.shape == (96, 96)
+    assert analysis.label in predictor.classes and np.isclose(analysis.probs.sum(), 1)
+    assert analysis.probability("COVID19") == pytest.approx(float(analysis.probs[0]))
+    heat = explain(Explainer(predictor.model, predictor.card.arch), analysis)
+    png = overlay_png(analysis, heat, 0.5)
+    with Image.open(io.BytesIO(png)) as pil:
+        assert pil.size == (96, 96) and pil.mode == "RGB"
+
+
+def test_analyze_rejects_bad_bytes(predictor):
+    with pytest.raises(InvalidImageError):
+        analyze(predictor, b"not an image", "x.png")
+
+
+def test_report_is_a_png_page(predictor):
+    analysis = analyze(predictor, factory.png_bytes(factory.phantom(200, 200)))
+    heat = np.zeros(analysis.prepared.shape, np.float32)
+    png = render_report(analysis, heat, file_name="x.png", model_name="tiny", method_label="Grad-CAM",
+                        explained_class="NORMAL", covid_threshold=0.4)
+    with Image.open(io.BytesIO(png)) as pil:
+        assert pil.format == "PNG" and pil.size == (1000, 900)
+    assert DISCLAIMER.startswith("Research demo")
