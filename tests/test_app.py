@@ -134,3 +134,17 @@ def test_retrain_page_trains_evaluates_and_activates(app_env):
     rollback[0].click()
     at.run()
     assert (app_env["store"] / "ACTIVE").read_text().strip() != job.result.name
+
+
+def test_every_file_of_the_bad_corpus_gets_its_own_error_in_the_app(app_env, tmp_path):
+    from tests.test_bad_input import bad_corpus
+
+    corpus = bad_corpus(tmp_path)
+    at = run_page()
+    at.file_uploader(key="uploads").set_value([(name, data, "application/octet-stream")
+                                               for name, data in corpus.items()])
+    at.run()
+    assert not at.exception
+    assert len(at.error) == len(corpus)
+    for name, error in zip(corpus, at.error):
+        assert error.value.startswith(f"{name} cannot be analysed: ")

@@ -1,0 +1,68 @@
+"""Several browser sessions predicting while another session retrains, against a real server."""
+
+import pytest
+
+from cxr.decode import decode_image
+from cxr.predict import Predictor
+
+SESSIONS = 5
+ROUNDS = 3
+
+
+def wait_for_result(page, name: str, timeout_ms: int = 180_000) -> str:
+    """The label shown for upload `name` on `page`."""
+    card = page.locator("[data-testid=stVerticalBlockBorderWrapper]").filter(has_text=name).filter(
+        has_text="Predicted:").last
+    card.get_by_text("Grad-CAM:").first.wait_for(timeout=timeout_ms)
+    heading = card.get_by_role("heading", name="Predicted:").first.inner_text()
+    return heading.split("Predicted:")[1].strip()
+
+
+@pytest.mark.timeout(900)
+def test_five_sessions_predict_correctly_while_a_sixth_retrains(server, browser, app_env, tiny_model):
+    files = sorted((app_env["mini"] / "test").glob("*/*.jpg"))
+    expected_model = Predictor.from_path(tiny_model)
+    expected = {f.name: expected_model.classes[int(expected_model.predict_proba([decode_image(f)])[0].argmax())]
+                for f in files}
+
+    # Session 6 starts a real training run on the mini set (3 epochs) through the Retrain page.
+    trainer = browser.new_context().new_page()
+    trainer.goto(f"{server}/retrain_page", timeout=120_000)
+    trainer.get_by_text("Start training").wait_for(timeout=60_000)
+    trainer.get_by_label("Epochs").fill("3")
+    trainer.get_by_text("Start training").click()
+    trainer.get_by_text("Training on cxr-data-mini: running").wait_for(timeout=60_000)
+
+    pages = []
+    for _ in range(SESSIONS):
+        page = browser.new_context().new_page()
+        page.goto(server, timeout=120_000)
+        pages.append(page)
+    for page in pages:
+        page.get_by_text("Chest X-ray classification").wait_for(timeout=60_000)
+
+    requests, errors, during_training = 0, 0, 0
+    for round_ in range(ROUNDS):
+        chosen = [files[(round_ * SESSIONS + i) % len(files)] for i in range(SESSIONS)]
+        for page, path in zip(pages, chosen):  # all uploads go out before any result is awaited
+            page.locator("input[type=file]").first.set_input_files(str(path))
+        training_now = trainer.get_by_text("Training on cxr-data-mini: running").count() > 0
+        for page, path in zip(pages, chosen):
+            label = wait_for_result(page, path.name)
+            requests += 1
+            during_training += training_now
+            assert label == expected[path.name], f"{path.name}: shown {label}, expected {expected[path.name]}"
+            errors += page.locator("[data-testid=stException]").count() + page.locator(
+                "[data-testid=stAlertContentError]").count()
+        # No cross-talk: each session shows only the files it uploaded itself.
+        for i, page in enumerate(pages):
+            own = {files[(r * SESSIONS + i) % len(files)].name for r in range(round_ + 1)}
+            others = {f.name for f in files} - own
+            assert all(page.get_by_role("heading", name=n, exact=True).count() == 0 for n in others)
+    assert requests == SESSIONS * ROUNDS and errors == 0
+    assert during_training > 0, "training finished before the sessions predicted; the test proved nothing"
+
+    trainer.get_by_text("Saved as").wait_for(timeout=300_000)
+    assert trainer.locator("[data-testid=stException]").count() == 0
+    print(f"concurrency: {SESSIONS} sessions, {requests} predictions ({during_training} while training), "
+          f"{errors} errors")
