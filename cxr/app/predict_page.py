@@ -55,7 +55,7 @@ if not uploads:
 templates = load_model_templates(path)
 rows = []
 for upload in uploads:
-    with st.container(border=True):
+    with st.container(border=True, key=f"result-{upload.file_id}"):
         st.subheader(upload.name)
         try:
             analysis = remember(("analysis", path, upload.file_id), analyze, predictor, upload.getvalue(), upload.name)

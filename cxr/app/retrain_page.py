@@ -41,12 +41,13 @@ else:
         lr = c1.number_input("Learning rate", 1e-5, 1e-1, 1e-3, format="%.5f")
         size = c2.number_input("Image size (0 = architecture default)", 0, 512, 0, step=32)
         augment = c3.checkbox("Augmentation", True)
+        patience = c1.number_input("Early-stopping patience (epochs)", 1, 200, 8)
         submitted = st.form_submit_button("Start training", type="primary", disabled=not counts)
     if submitted:
         try:
             config = TrainConfig(data=choice, arch=arch, epochs=int(epochs), batch_size=int(batch),
                                  learning_rate=float(lr), image_size=int(size) or DEFAULT_IMAGE_SIZE[arch],
-                                 augment=augment, command=f"app: retrain on {choice.name}")
+                                 augment=augment, patience=int(patience), command=f"app: retrain on {choice.name}")
             runner.start(config, store)
         except (CxrError, ValueError) as exc:
             st.error(str(exc))
