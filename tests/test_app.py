@@ -50,7 +50,7 @@ def test_predict_page_reports_a_bad_file_and_still_classifies_the_others(app_env
     at.file_uploader(key="uploads").set_value([
         ("notes.png", b"this is not an image", "image/png"),
         (good.name, good.read_bytes(), "image/jpeg"),
-        ("chest.dcm", dicom, "application/dicom"),
+        ("IM0001", dicom, "application/octet-stream"),  # DICOM without extension: found by its DICM magic
     ])
     at.run()
     assert not at.exception

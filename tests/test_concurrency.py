@@ -29,8 +29,8 @@ def test_five_sessions_predict_correctly_while_a_sixth_retrains(server, browser,
     trainer = browser.new_context().new_page()
     trainer.goto(f"{server}/retrain_page", timeout=120_000)
     trainer.get_by_text("Start training").wait_for(timeout=60_000)
-    trainer.get_by_label("Epochs").fill("200")
-    trainer.get_by_label("Early-stopping patience (epochs)").fill("200")
+    trainer.get_by_label("Epochs", exact=True).fill("200")
+    trainer.get_by_label("Early-stopping patience (epochs)", exact=True).fill("200")
     trainer.get_by_text("Start training").click()
     trainer.get_by_text("Training on cxr-data-mini: running").wait_for(timeout=60_000)
 

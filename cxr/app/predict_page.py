@@ -45,8 +45,9 @@ with st.sidebar:
                           help="P(COVID19) at or above this is reported as COVID-19 positive. "
                                "The default is the model card's operating point.")
 
-uploads = st.file_uploader("Upload chest X-rays (PNG, JPEG or DICOM)", accept_multiple_files=True,
-                           type=["png", "jpg", "jpeg", "dcm", "dicom"], key="uploads")
+# No extension filter: DICOM files often have none (IM0001), so every file is recognised by its
+# content and anything else gets a clear message from the decoder.
+uploads = st.file_uploader("Upload chest X-rays (PNG, JPEG or DICOM)", accept_multiple_files=True, key="uploads")
 st.caption(f"Model **{card.name}** ({card.arch}, {card.image_size} px). Research demo, not for diagnosis.")
 if not uploads:
     st.info("Drop one or more frontal chest X-rays above to classify them.")
