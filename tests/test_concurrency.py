@@ -26,8 +26,11 @@ def test_five_sessions_predict_correctly_while_a_sixth_retrains(server, browser,
 
     # Session 6 starts a real training run on the mini set through the Retrain page; it is long
     # enough to outlast the predictions and is cancelled from the page at the end.
+    # Two cores serve six sessions, a training run and six browser tabs: allow slow steps.
+    timeout_ms = 180_000
     trainer = browser.new_context().new_page()
-    trainer.goto(f"{server}/retrain_page", timeout=120_000)
+    trainer.set_default_timeout(timeout_ms)
+    trainer.goto(f"{server}/retrain_page")
     trainer.get_by_text("Start training").wait_for(timeout=60_000)
     trainer.get_by_label("Epochs", exact=True).fill("200")
     trainer.get_by_label("Early-stopping patience (epochs)", exact=True).fill("200")
@@ -37,10 +40,11 @@ def test_five_sessions_predict_correctly_while_a_sixth_retrains(server, browser,
     pages = []
     for _ in range(SESSIONS):
         page = browser.new_context().new_page()
-        page.goto(server, timeout=120_000)
+        page.set_default_timeout(timeout_ms)
+        page.goto(server)
         pages.append(page)
     for page in pages:
-        page.get_by_text("Chest X-ray classification").wait_for(timeout=60_000)
+        page.get_by_text("Chest X-ray classification").wait_for()
 
     requests, errors, during_training = 0, 0, 0
     for round_ in range(ROUNDS):
