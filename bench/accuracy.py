@@ -19,8 +19,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from cxr.cli import resolve_model_path  # noqa: E402
 from cxr.config import get_paths  # noqa: E402
-from cxr.data import load_imageset  # noqa: E402
-from cxr.metrics import classification_metrics  # noqa: E402
 from cxr.predict import Predictor  # noqa: E402
 from cxr.report import metrics_by_normal_source  # noqa: E402
 
@@ -33,18 +31,16 @@ def main() -> None:
     args = parser.parse_args()
 
     predictor = Predictor.from_path(resolve_model_path(args.model))
-    images = load_imageset(args.data, args.split, predictor.classes)
     started = time.perf_counter()
-    probs, labels = predictor.predict_imageset(images)
+    images, probs, labels, metrics = predictor.evaluate(args.data, args.split)
     seconds = time.perf_counter() - started
-    threshold = predictor.card.covid_threshold
     result = {
         "model": predictor.card.name,
         "data": str(args.data),
         "split": args.split,
         "seconds": round(seconds, 2),
-        **classification_metrics(probs, labels, predictor.classes, threshold),
-        "by_normal_source": metrics_by_normal_source(images, probs, labels, threshold),
+        **metrics,
+        "by_normal_source": metrics_by_normal_source(images, probs, labels, predictor.card.covid_threshold),
     }
     print(json.dumps(result, indent=2))
 

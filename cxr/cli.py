@@ -149,14 +149,10 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from cxr.data import load_imageset
-    from cxr.metrics import classification_metrics
     from cxr.predict import Predictor
 
     predictor = Predictor.from_path(resolve_model_path(args.model))
-    images = load_imageset(args.data, args.split, predictor.classes)
-    probs, labels = predictor.predict_imageset(images)
-    metrics = classification_metrics(probs, labels, predictor.classes, predictor.card.covid_threshold)
+    metrics = predictor.evaluate(args.data, args.split)[3]
     metrics["model"] = predictor.card.name
     if args.record:
         card = predictor.card

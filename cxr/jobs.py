@@ -56,8 +56,6 @@ class TrainingJob:
 
 def compare_on_split(store: ModelStore, new: StoredModel, data, split: str) -> dict:
     """Metrics of the new and the active model on the same held-out split."""
-    from cxr.data import load_imageset
-    from cxr.metrics import classification_metrics
     from cxr.predict import Predictor
 
     out = {}
@@ -69,13 +67,9 @@ def compare_on_split(store: ModelStore, new: StoredModel, data, split: str) -> d
     for role, path in candidates.items():
         predictor = Predictor.from_path(path)
         try:
-            images = load_imageset(data, split, predictor.classes)
+            out[role] = {"model": predictor.card.name, **predictor.evaluate(data, split)[3]}
         except CxrError as exc:
             out[role] = {"error": str(exc)}
-            continue
-        probs, labels = predictor.predict_imageset(images)
-        out[role] = {"model": predictor.card.name,
-                     **classification_metrics(probs, labels, predictor.classes, predictor.card.covid_threshold)}
     return out
 
 

@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 
 from cxr.card import ModelCard
-from cxr.data import ImageSet, make_dataset
+from cxr.data import ImageSet, load_imageset, make_dataset
 from cxr.decode import decode_image
 from cxr.errors import CxrError
+from cxr.metrics import classification_metrics
 from cxr.preprocess import resize_square, to_model_input
 from cxr.store import load_model
 
@@ -90,3 +91,10 @@ class Predictor:
         if not probs:
             return np.zeros((0, len(self.classes))), np.zeros((0,), np.int64)
         return np.concatenate(probs), np.concatenate(labels)
+
+    def evaluate(self, data: str | Path, split: str | None) -> tuple[ImageSet, np.ndarray, np.ndarray, dict]:
+        """Metrics on a labelled folder (`split` of `data`) -> (images, probs, labels, metrics)."""
+        images = load_imageset(data, split, self.classes)
+        probs, labels = self.predict_imageset(images)
+        metrics = classification_metrics(probs, labels, self.classes, self.card.covid_threshold)
+        return images, probs, labels, metrics

@@ -13,14 +13,13 @@ from cxr.data import load_imageset
 from cxr.datasets import list_datasets
 from cxr.eda import aspect_separability, image_statistics
 from cxr.errors import CxrError
-from cxr.metrics import classification_metrics, reliability_bins, roc_points
+from cxr.metrics import reliability_bins, roc_points
 
 
 @st.cache_data(show_spinner="Evaluating the model on the test split...", max_entries=4)
 def evaluate(model_path: str, data: str) -> tuple[dict, dict, tuple]:
     predictor = load_predictor(model_path)
-    probs, labels = predictor.predict_imageset(load_imageset(data, "test", predictor.classes))
-    metrics = classification_metrics(probs, labels, predictor.classes, predictor.card.covid_threshold)
+    _, probs, labels, metrics = predictor.evaluate(data, "test")
     return metrics, roc_points(probs, labels, predictor.classes), reliability_bins(probs, labels, 10)
 
 

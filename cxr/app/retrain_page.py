@@ -13,7 +13,7 @@ from cxr.config import get_paths
 from cxr.data import load_imageset
 from cxr.datasets import list_datasets
 from cxr.errors import CxrError
-from cxr.model import ARCHITECTURES, DEFAULT_IMAGE_SIZE
+from cxr.model import ARCHITECTURES
 from cxr.train import TrainConfig
 
 st.title("Retrain")
@@ -46,7 +46,7 @@ else:
     if submitted:
         try:
             config = TrainConfig(data=choice, arch=arch, epochs=int(epochs), batch_size=int(batch),
-                                 learning_rate=float(lr), image_size=int(size) or DEFAULT_IMAGE_SIZE[arch],
+                                 learning_rate=float(lr), image_size=int(size) or None,
                                  augment=augment, patience=int(patience), command=f"app: retrain on {choice.name}")
             runner.start(config, store)
         except (CxrError, ValueError) as exc:
