@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, default=None, help="default: the architecture's own")
     p.add_argument("--resize", default="crop", help="crop | letterbox | stretch")
     p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--source-cues", type=float, default=0.5,
+                   help="share of training images of every class degraded like journal figures (0 = plain recipe)")
     p.add_argument("--ema", action="store_true", help="validate and keep a moving average of the weights")
     p.add_argument("--val-fraction", type=float, default=0.15)
     p.add_argument("--patience", type=int, default=8)
@@ -72,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--activate", action="store_true", help="make the new model the active one")
     p.add_argument("--verbose", "-v", action="store_true")
     p.set_defaults(run=cmd_train)
+
+    p = sub.add_parser("calibrate", help="refit temperature, COVID-19 threshold and OOD gate of a saved model "
+                                         "on the validation split its card records")
+    p.add_argument("--model", default=None, help="model folder or store name (default: active)")
+    p.set_defaults(run=cmd_calibrate)
 
     p = sub.add_parser("evaluate", help="metrics of a model on a labelled folder")
     p.add_argument("--data", type=Path, required=True)
@@ -131,6 +138,7 @@ def cmd_train(args) -> int:
         data=args.data, split=_default_split(args.data, args.split, "train"), arch=args.arch,
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
         image_size=args.image_size, resize_policy=args.resize, augment=not args.no_augment,
+        source_cues=args.source_cues,
         val_fraction=args.val_fraction, patience=args.patience, seed=args.seed, binary=args.binary, ema=args.ema,
         classes=tuple(args.classes.split(",")) if args.classes else None, name=args.name,
         command="python -m cxr " + shlex.join(sys.argv[1:] if sys.argv[0].endswith("__main__.py") else []),
@@ -145,6 +153,14 @@ def cmd_train(args) -> int:
     print(json.dumps({"name": saved.name, "path": str(saved.path), "activated": args.activate,
                       "validation_accuracy": val["accuracy"], "validation_macro_auroc": val["macro_auroc"],
                       "seconds": saved.card.training["seconds"]}))
+    return EXIT_OK
+
+
+def cmd_calibrate(args) -> int:
+    from cxr.train import refinalize
+
+    card = refinalize(resolve_model_path(args.model))
+    print(json.dumps({"name": card.name, **card.metrics["calibration"]}))
     return EXIT_OK
 
 

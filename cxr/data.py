@@ -133,25 +133,35 @@ def make_dataset(
     training: bool = False,
     augment=None,
     seed: int = 0,
+    source_cues=None,
 ):
     """A tf.data pipeline of (x, label) batches: x (B, S, S, 3) float32 in 0..255.
 
     `augment`, if given (training only), maps a (B, S, S, 1) float batch to the same shape.
+    `source_cues` (a `cxr.shortcut.SourceCues`, training only) degrades decoded images of every
+    class like journal figures, before the square resize, so the source stops predicting the class.
 
     Unreadable files are skipped with a warning rather than stopping a training run.
     """
     import tensorflow as tf
 
+    cues = source_cues if training else None
+    rng = np.random.default_rng(seed)
+
     def load(path_bytes):
         path = path_bytes.decode()
         try:
-            return load_for_model(path, image_size, policy), True
+            if cues is None:
+                return load_for_model(path, image_size, policy), True
+            # A child generator per image: the map runs in parallel threads.
+            img = cues(decode_image(path), np.random.default_rng(rng.integers(2**63)))
+            return resize_square(img, image_size, policy), True
         except CxrError as exc:
             log.warning("skipping %s: %s", Path(path).name, exc)
             return np.zeros((image_size, image_size), np.uint8), False
 
     def load_tf(path, label):
-        img, ok = tf.numpy_function(load, [path], (tf.uint8, tf.bool), stateful=False)
+        img, ok = tf.numpy_function(load, [path], (tf.uint8, tf.bool), stateful=cues is not None)
         img.set_shape((image_size, image_size))
         ok.set_shape(())
         return img, label, ok

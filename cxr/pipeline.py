@@ -23,6 +23,11 @@ class Analysis:
     prepared: np.ndarray  # (S, S) uint8 exactly as the model saw it
     probs: np.ndarray  # (C,) calibrated probabilities in the model's class order
     classes: list[str]
+    ood_score: float | None = None  # > 1: unlike the X-rays the model was trained on
+
+    @property
+    def ood(self) -> bool:
+        return self.ood_score is not None and self.ood_score > 1.0
 
     @property
     def label(self) -> str:
@@ -36,8 +41,9 @@ def analyze(predictor: Predictor, data: bytes, name: str = "") -> Analysis:
     """Decode and classify one upload; raises InvalidImageError for unusable files."""
     img = decode_image(data, name=name)
     prepared = predictor.prepare(img)
-    probs = predictor.predict_batch(to_model_input(prepared))[0]
-    return Analysis(img, prepared, probs, predictor.classes)
+    probs, features = predictor.infer(to_model_input(prepared))
+    scores = predictor.ood_scores(features)
+    return Analysis(img, prepared, probs[0], predictor.classes, None if scores is None else float(scores[0]))
 
 
 def explain(explainer: Explainer, analysis: Analysis, class_index: int | None = None,

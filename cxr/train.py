@@ -13,11 +13,15 @@ from pathlib import Path
 import numpy as np
 
 import cxr
+from cxr.calibration import fit_temperature, nll, threshold_for_sensitivity
 from cxr.card import ModelCard
 from cxr.data import ImageSet, fingerprint, load_imageset, make_dataset, split_train_val
 from cxr.errors import DatasetError
-from cxr.metrics import COVID, classification_metrics
+from cxr.metrics import COVID, classification_metrics, expected_calibration_error
+from cxr.ood import OodGate
+from cxr.predict import apply_temperature
 from cxr.preprocess import RESIZE_POLICIES
+from cxr.shortcut import SourceCues
 from cxr.store import ModelStore, StoredModel
 from cxr.templates import TEMPLATES_DIR, compute_templates, save_templates
 
@@ -42,6 +46,10 @@ class TrainConfig:
     image_size: int | None = None  # None = the architecture's own (cxr.model.DEFAULT_IMAGE_SIZE)
     resize_policy: str = "crop"
     augment: bool = True
+    # Share of training images (of every class) made to look like journal figures: downscaled,
+    # JPEG-compressed, cropped, lettered, with arrows and borders (cxr.shortcut). 0 = the plain
+    # recipe, in which those cues mark the COVID-19 class.
+    source_cues: float = 0.5
     val_fraction: float = 0.15  # held out from the training split, grouped by patient
     patience: int = 8  # epochs without val_loss improvement before stopping
     seed: int = 0
@@ -59,6 +67,8 @@ class TrainConfig:
             object.__setattr__(self, "image_size", DEFAULT_IMAGE_SIZE[self.arch])
         if self.resize_policy not in RESIZE_POLICIES:
             raise ValueError(f"resize_policy must be one of {RESIZE_POLICIES}")
+        if not 0 <= self.source_cues <= 1:
+            raise ValueError("source_cues must be between 0 and 1")
         if not 0 < self.val_fraction < 0.5:
             raise ValueError("val_fraction must be between 0 and 0.5")
         if self.epochs < 1 or self.batch_size < 1 or self.image_size < 32:
@@ -103,8 +113,6 @@ def train(
 
     from cxr.augment import augment_batch
     from cxr.model import build_model
-    from cxr.predict import Predictor
-
     keras.utils.set_random_seed(config.seed)
     images = load_imageset(Path(config.data), config.split, list(config.classes) if config.classes else None)
     if config.binary:
@@ -115,8 +123,9 @@ def train(
     log.info("train %s, validation %s", train_set.counts(), val_set.counts())
 
     augment = augment_batch if config.augment else None
+    cues = SourceCues(config.source_cues) if config.source_cues > 0 else None
     train_ds = make_dataset(
-        train_set, config.image_size, config.resize_policy, config.batch_size, True, augment, config.seed
+        train_set, config.image_size, config.resize_policy, config.batch_size, True, augment, config.seed, cues
     )
     val_ds = make_dataset(val_set, config.image_size, config.resize_policy, config.batch_size)
 
@@ -172,13 +181,81 @@ def train(
             "history": hist,
         },
     )
-    val_probs, val_labels = Predictor(model, card).predict_imageset(val_set, config.batch_size)
-    card.metrics["validation"] = classification_metrics(val_probs, val_labels, card.classes, card.covid_threshold)
-    templates = compute_templates(train_set, config.image_size, config.resize_policy)
-    saved = store.save(model, card, lambda folder: save_templates(templates, folder / TEMPLATES_DIR))
+    write_extra = finalize(model, card, train_set, val_set, config.batch_size)
+    saved = store.save(model, card, write_extra)
     if activate:
         store.activate(saved.name)
     return saved
+
+
+def finalize(model, card: ModelCard, train_set: ImageSet, val_set: ImageSet,
+             batch_size: int = 32) -> Callable[[Path], None]:
+    """Everything a trained model needs besides its weights, all fitted on training/validation data.
+
+    Sets the temperature, COVID-19 threshold and validation metrics on `card`; returns the
+    function that writes the templates and the OOD gate into the model's folder.
+    """
+    from cxr.predict import Predictor
+
+    predictor = Predictor(model, card)
+    card.temperature = 1.0
+    val_probs, val_labels, val_features = predictor.infer_imageset(val_set, batch_size)
+    card.metrics["calibration"] = calibrate(card, val_probs, val_labels)
+    val_probs = apply_temperature(val_probs, card.temperature)
+    card.metrics["validation"] = classification_metrics(val_probs, val_labels, card.classes, card.covid_threshold)
+    # The OOD gate learns the training X-rays as the model sees them at serving time (no augmentation).
+    gate = OodGate.fit(predictor.infer_imageset(train_set, batch_size)[2], val_features)
+    templates = compute_templates(train_set, card.image_size, card.resize_policy)
+
+    def write_extra(folder: Path) -> None:
+        save_templates(templates, folder / TEMPLATES_DIR)
+        gate.save(folder)
+
+    return write_extra
+
+
+def refinalize(path: Path) -> ModelCard:
+    """Refit calibration, threshold, templates and OOD gate of a saved model on the data and
+    validation split its card records (for models saved before these existed). Rewrites the
+    card and the extras in place, each atomically; the weights are untouched."""
+    from cxr.store import load_model
+
+    model, card = load_model(Path(path))
+    cfg = card.training.get("config", {})
+    data = card.training.get("data", {})
+    if not cfg or "path" not in data:
+        raise DatasetError(f"The card of {card.name} does not record its training data; retrain it instead.")
+    images = load_imageset(Path(data["path"]), data.get("split"), card.classes)
+    if card.binary:
+        images = _binary_order(images)
+    if data.get("fingerprint") and fingerprint(images) != data["fingerprint"]:
+        raise DatasetError(f"The data at {data['path']} is not the data {card.name} was trained on.")
+    train_set, val_set = split_train_val(images, cfg.get("val_fraction", 0.15), cfg.get("seed", 0))
+    write_extra = finalize(model, card, train_set, val_set, cfg.get("batch_size", 32))
+    write_extra(Path(path))
+    card.save(Path(path))
+    return card
+
+
+def calibrate(card: ModelCard, val_probs: np.ndarray, val_labels: np.ndarray,
+              sensitivity: float = 0.95) -> dict:
+    """Fit the temperature and the COVID-19 threshold on validation; set them on `card`."""
+    card.temperature = fit_temperature(val_probs, val_labels)
+    calibrated = apply_temperature(val_probs, card.temperature)
+    out = {
+        "fitted_on": "validation",
+        "temperature": card.temperature,
+        "ece_before": round(expected_calibration_error(val_probs, val_labels), 4),
+        "ece_after": round(expected_calibration_error(calibrated, val_labels), 4),
+        "nll_before": round(nll(val_probs, val_labels), 4),
+        "nll_after": round(nll(calibrated, val_labels), 4),
+    }
+    if COVID in card.classes:
+        covid = card.classes.index(COVID)
+        card.covid_threshold = threshold_for_sensitivity(calibrated[:, covid], val_labels == covid, sensitivity)
+        out.update(covid_threshold=card.covid_threshold, target_sensitivity=sensitivity,
+                   n_covid_validation=int((val_labels == covid).sum()))
+    return out
 
 
 def _binary_order(images: ImageSet) -> ImageSet:

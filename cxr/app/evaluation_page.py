@@ -7,20 +7,52 @@ import plotly.express as px
 import streamlit as st
 
 from cxr.app.charts import confusion_heatmap, reliability_diagram, roc_curves
-from cxr.app.resources import active_model_path, load_predictor
+from cxr.app.resources import active_model_path, load_explainer, load_predictor
 from cxr.config import get_paths
 from cxr.data import load_imageset
 from cxr.datasets import list_datasets
 from cxr.eda import aspect_separability, image_statistics
 from cxr.errors import CxrError
 from cxr.metrics import reliability_bins, roc_points
+from cxr.probe import MAY_LEARN, figure_probe, heat_location, lung_masks
+from cxr.report import metrics_by_normal_source
 
 
 @st.cache_data(show_spinner="Evaluating the model on the test split...", max_entries=4)
-def evaluate(model_path: str, data: str) -> tuple[dict, dict, tuple]:
+def evaluate(model_path: str, data: str) -> tuple[dict, dict, tuple, dict]:
     predictor = load_predictor(model_path)
-    _, probs, labels, metrics = predictor.evaluate(data, "test")
-    return metrics, roc_points(probs, labels, predictor.classes), reliability_bins(probs, labels, 10)
+    images, probs, labels, metrics = predictor.evaluate(data, "test")
+    by_source = metrics_by_normal_source(images, probs, labels, predictor.card.covid_threshold)
+    return metrics, roc_points(probs, labels, predictor.classes), reliability_bins(probs, labels, 10), by_source
+
+
+@st.cache_data(show_spinner="Running the shortcut probe (about a minute)...", max_entries=4)
+def run_probe(model_path: str, data: str) -> dict:
+    predictor = load_predictor(model_path)
+    images = load_imageset(data, "test", predictor.classes)
+    masks = lung_masks(get_paths().data_root / "cxr-lungs", "test")
+    return {"probe": figure_probe(predictor, images),
+            "heat": heat_location(predictor, load_explainer(model_path), images, masks)}
+
+
+def show_probe(result: dict) -> None:
+    probe, heat = result["probe"], result["heat"]
+    c = st.columns(3)
+    below = probe.get("normal_journal_figure_below_threshold")
+    if below is not None:
+        c[0].metric("Figure-like normals kept below threshold", f"{below:.1%}",
+                    help="NORMAL test images degraded like journal figures whose P(COVID19) stays below the "
+                         f"operating threshold {probe['threshold']:.2f}. The goal is at least 95 %.")
+    c[1].metric("Grad-CAM heat in the outer border", f"{heat['border_mean']:.1%}",
+                help=f"Share of saliency in the outer {heat['border_width']:.0%} frame; heat spread evenly would "
+                     f"put {heat['uniform_border']:.0%} there. Letters, markers and edges live in the border.")
+    if heat.get("lungs_mean") is not None:
+        c[2].metric("Heat inside the lung fields", f"{heat['lungs_mean']:.1%}",
+                    help=f"On the {heat['n_with_lung_mask']} test normals with a lung mask; the lungs cover "
+                         f"{heat['lung_area_mean']:.0%} of the frame on average.")
+    rows = [{"class": name, "variant": variant, **figures} for name, per in probe["classes"].items()
+            for variant, figures in per.items() if isinstance(figures, dict)]
+    st.dataframe(pd.DataFrame(rows), hide_index=True)
 
 
 @st.cache_data(show_spinner="Reading image statistics...", max_entries=4)
@@ -37,13 +69,13 @@ if path is None or not datasets:
     st.stop()
 root = get_paths().data_root
 data = st.selectbox("Dataset", datasets, format_func=lambda p: str(p.relative_to(root)))
-tab_metrics, tab_eda = st.tabs(["Model metrics", "Data (EDA)"])
+tab_metrics, tab_shortcuts, tab_eda = st.tabs(["Model metrics", "Shortcuts and calibration", "Data (EDA)"])
 
 with tab_metrics:
     st.caption("Internal test (same sources as training). It cannot show whether the model learned the disease "
                "or the hospital an image came from; see the About page.")
     try:
-        metrics, curves, bins = evaluate(path, str(data))
+        metrics, curves, bins, by_source = evaluate(path, str(data))
     except CxrError as exc:
         st.error(str(exc))
         st.stop()
@@ -66,6 +98,33 @@ with tab_metrics:
     left.dataframe(pd.DataFrame(metrics["per_class"]).T)
     right.markdown("**Calibration**")
     right.plotly_chart(reliability_diagram(*bins), key="calibration")
+    if by_source:
+        st.markdown("**By source of the normal images** (all COVID-19 and pneumonia images, plus one source's "
+                    "normals): a model that tells hospitals apart scores very differently here.")
+        st.dataframe(pd.DataFrame([{"normal source": k, "normals": v["n_normal"], "accuracy": v["accuracy"],
+                                    "macro AUROC": v["macro_auroc"],
+                                    "COVID vs normal AUROC": (v["binary"] or {}).get("auroc")}
+                                   for k, v in by_source.items()]), hide_index=True)
+
+with tab_shortcuts:
+    card = load_predictor(path).card
+    st.markdown("**What this model may be learning**")
+    st.markdown(MAY_LEARN)
+    calibration = card.metrics.get("calibration")
+    if calibration:
+        st.markdown(f"**Calibration** (fitted on validation): temperature {calibration['temperature']:.3f}, "
+                    f"ECE {calibration['ece_before']:.3f} before and {calibration['ece_after']:.3f} after; "
+                    f"COVID-19 threshold {card.covid_threshold:.3f} for "
+                    f"{calibration.get('target_sensitivity', 0.95):.0%} validation sensitivity.")
+    recorded = card.metrics.get("shortcut_probe")
+    if recorded:
+        st.markdown(f"**Shortcut probe recorded with the model** (on {recorded['data']}, {recorded['split']})")
+        show_probe(recorded)
+    if st.button("Run the shortcut probe on this dataset now", key="run-probe"):
+        try:
+            show_probe(run_probe(path, str(data)))
+        except CxrError as exc:
+            st.error(str(exc))
 
 with tab_eda:
     rows = statistics(str(data))

@@ -41,7 +41,8 @@ with st.sidebar:
     st.subheader("Display")
     method = st.selectbox("Saliency method", list(METHODS), format_func=METHODS.get, key="method")
     opacity = st.slider("Overlay opacity", 0.0, 1.0, 0.45, 0.05, key="opacity")
-    threshold = st.slider("COVID-19 threshold", 0.0, 1.0, float(card.covid_threshold), 0.01, key="threshold",
+    threshold = st.slider("COVID-19 threshold", 0.0, 1.0, float(card.covid_threshold), 0.01,
+                          key=f"threshold-{card.name}",
                           help="P(COVID19) at or above this is reported as COVID-19 positive. "
                                "The default is the model card's operating point.")
 
@@ -65,17 +66,27 @@ for upload in uploads:
             rows.append({"file": upload.name, "error": str(exc)})
             continue
         covid = analysis.probability("COVID19")
-        rows.append({"file": upload.name, "label": analysis.label,
+        rows.append({"file": upload.name, "label": "" if analysis.ood else analysis.label,
                      **{f"p_{c}": round(float(p), 4) for c, p in zip(analysis.classes, analysis.probs, strict=True)},
-                     "covid_positive": bool(covid >= threshold) if not np.isnan(covid) else ""})
+                     "covid_positive": bool(covid >= threshold) if not (np.isnan(covid) or analysis.ood) else "",
+                     "ood": analysis.ood, "ood_score": "" if analysis.ood_score is None
+                     else round(analysis.ood_score, 3)})
         left, right = st.columns([1, 1])
         with right:
-            st.markdown(f"### Predicted: {analysis.label}")
-            if not np.isnan(covid):
+            if analysis.ood:
+                # No headline diagnosis for an image the model was never meant to read.
+                st.warning(f"**This does not look like a frontal chest X-ray like those the model was trained on** "
+                           f"(out-of-distribution score {analysis.ood_score:.2f}; above 1.00 is flagged). "
+                           "No diagnosis is given; the model's raw output below is not meaningful for it.",
+                           icon=":material/warning:")
+            else:
+                st.markdown(f"### Predicted: {analysis.label}")
+            if not np.isnan(covid) and not analysis.ood:
                 verdict = "above" if covid >= threshold else "below"
                 st.markdown(f"P(COVID-19) = **{covid:.1%}**, {verdict} the threshold {threshold:.2f}.")
-            st.plotly_chart(probability_bars(analysis.classes, analysis.probs, threshold),
-                            key=f"bars-{upload.file_id}")
+            with st.expander("The model's output anyway") if analysis.ood else st.container():
+                st.plotly_chart(probability_bars(analysis.classes, analysis.probs, threshold),
+                                key=f"bars-{upload.file_id}")
             explained = st.selectbox("Explain class", analysis.classes, index=int(np.argmax(analysis.probs)),
                                      key=f"explain-{upload.file_id}")
         heatmap = remember(("heatmap", path, upload.file_id, explained, method), explain, load_explainer(path),

@@ -1,0 +1,48 @@
+"""Calibration and operating point, both fitted on the validation split (never on test).
+
+Temperature scaling (Guo et al. 2017) divides the logits by one scalar T chosen to minimise the
+negative log-likelihood on held-out data: it changes how confident the model is, not what it
+predicts. The COVID-19 threshold is the highest P(COVID19) cut that still finds the requested
+share of the validation COVID-19 images: missing a case costs more than a second look.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cxr.predict import apply_temperature
+
+
+def nll(probs: np.ndarray, labels: np.ndarray) -> float:
+    return float(-np.mean(np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1.0))))
+
+
+def fit_temperature(probs: np.ndarray, labels: np.ndarray, lo: float = 0.05, hi: float = 20.0) -> float:
+    """The T in [lo, hi] that minimises validation NLL (golden-section search on log T)."""
+    probs, labels = np.asarray(probs, np.float64), np.asarray(labels, np.int64)
+    if len(labels) == 0:
+        return 1.0
+    f = lambda log_t: nll(apply_temperature(probs, float(np.exp(log_t))), labels)  # noqa: E731
+    a, b = np.log(lo), np.log(hi)
+    ratio = (np.sqrt(5) - 1) / 2
+    c, d = b - ratio * (b - a), a + ratio * (b - a)
+    for _ in range(60):
+        if f(c) < f(d):
+            b, d = d, c
+            c = b - ratio * (b - a)
+        else:
+            a, c = c, d
+            d = a + ratio * (b - a)
+    best = float(np.exp((a + b) / 2))
+    # Keep T = 1 unless scaling actually helps (flat NLL on a tiny validation set).
+    return round(best, 4) if f(np.log(best)) < f(0.0) - 1e-6 else 1.0
+
+
+def threshold_for_sensitivity(p_positive: np.ndarray, is_positive: np.ndarray, sensitivity: float = 0.95) -> float:
+    """Highest threshold t with mean(p >= t | positive) >= `sensitivity`; 0.5 if no positives."""
+    scores = np.sort(np.asarray(p_positive, np.float64)[np.asarray(is_positive, bool)])
+    if len(scores) == 0:
+        return 0.5
+    # Allow floor((1 - sensitivity) * n) misses: the cut sits at the next positive's score.
+    misses = int(np.floor((1 - sensitivity) * len(scores) + 1e-9))
+    return float(np.floor(scores[misses] * 1e4) / 1e4)  # round down so that positive stays found

@@ -1,0 +1,148 @@
+"""Shortcut probe: does the model read the lungs, or the look of the image's source?
+
+Two measurements on labelled test images (never used for training or model selection):
+
+* `figure_probe`: NORMAL and PNEUMONIA X-rays are made to look like journal figures
+  (`cxr.shortcut.degrade`); a model that learnt "figure => COVID-19" raises P(COVID19) for them.
+* `heat_location`: where Grad-CAM puts its heat on the real images: the share in the outer
+  border of the frame (letters, markers, collimation edges live there), in the central thorax,
+  and, for images with a lung-field mask (../cxr-lungs), inside the lungs.
+"""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from cxr.data import ImageSet
+from cxr.decode import decode_image
+from cxr.errors import CxrError
+from cxr.metrics import COVID, NORMAL
+from cxr.preprocess import resize_square, to_model_input
+from cxr.shortcut import KINDS, TRAINING_KINDS, degrade
+
+PNEUMONIA = "PNEUMONIA"
+
+# Plain words for the model card and the Evaluation page.
+MAY_LEARN = (
+    "In the training data every COVID-19 image is a figure from a paper or a case page (small, cropped, "
+    "compressed, with letters and arrows), while normal and pneumonia images are hospital originals. "
+    "A model can score well by recognising *the kind of image* instead of the lungs. This model was "
+    "trained with those figure cues added to images of every class, and it is checked with the probe below: "
+    "normal X-rays made to look like figures should not become COVID-19, and its saliency should sit on "
+    "the thorax, not on the borders. It may still rely on cues the probe does not imitate (the scanner, "
+    "the patient population, the stage of disease in published cases), so its internal test figures "
+    "overstate how it would do on X-rays from another hospital."
+)
+# Single cues, then everything at once: what a real figure looks like.
+VARIANTS = {**{kind: (kind,) for kind in KINDS}, "journal_figure": TRAINING_KINDS + ("caption",)}
+BORDER = 0.10  # outer frame, as a fraction of the side: 36 % of the area
+CENTRE = 0.60  # central box side, as a fraction of the side: 36 % of the area
+
+
+def _rng(path: Path, variant: str, seed: int) -> np.random.Generator:
+    """The same degradation of the same file every run, whichever model is probed."""
+    return np.random.default_rng([seed, zlib.crc32(f"{path.name}/{variant}".encode())])
+
+
+def figure_probe(predictor, images: ImageSet, seed: int = 0, batch_size: int = 32) -> dict:
+    """P(COVID19) on NORMAL/PNEUMONIA images before and after each journal-figure degradation."""
+    if COVID not in predictor.classes:
+        raise CxrError("The shortcut probe needs a model with a COVID19 class.")
+    covid = predictor.classes.index(COVID)
+    threshold = predictor.card.covid_threshold
+    out: dict = {"threshold": threshold, "seed": seed, "classes": {}}
+    for name in (NORMAL, PNEUMONIA):
+        if name not in images.classes:
+            continue
+        label = images.classes.index(name)
+        paths = [p for p, y in zip(images.paths, images.labels, strict=False) if y == label]
+        decoded = [(p, decode_image(p)) for p in paths]
+        clean = _p_covid(predictor, [img for _, img in decoded], covid, batch_size)
+        per_class = {"n": len(paths), "clean": _summary(clean, clean, threshold)}
+        for variant, kinds in VARIANTS.items():
+            degraded = [degrade(img, kinds, _rng(p, variant, seed)) for p, img in decoded]
+            per_class[variant] = _summary(_p_covid(predictor, degraded, covid, batch_size), clean, threshold)
+        out["classes"][name] = per_class
+    normal = out["classes"].get(NORMAL, {})
+    if normal:
+        below = normal["journal_figure"]["below_threshold"]
+        out["normal_journal_figure_below_threshold"] = below
+        out["passes"] = below >= 0.95
+    return out
+
+
+def _p_covid(predictor, imgs: list[np.ndarray], covid: int, batch_size: int) -> np.ndarray:
+    out = []
+    for i in range(0, len(imgs), batch_size):
+        prepared = np.stack([predictor.prepare(img) for img in imgs[i:i + batch_size]])
+        out.append(predictor.predict_batch(to_model_input(prepared))[:, covid])
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def _summary(p: np.ndarray, clean: np.ndarray, threshold: float) -> dict:
+    rise = p - clean
+    return {
+        "mean_p_covid": round(float(p.mean()), 4),
+        "mean_rise": round(float(rise.mean()), 4),
+        "rose_by_0.1": round(float((rise > 0.1).mean()), 4),
+        "below_threshold": round(float((p < threshold).mean()), 4),
+    }
+
+
+def heat_fractions(heat: np.ndarray, lung_mask: np.ndarray | None = None) -> dict[str, float]:
+    """Share of a (S, S) heatmap's mass in the border frame, the centre box and the lung mask."""
+    heat = np.clip(np.asarray(heat, np.float64), 0, None)
+    total = heat.sum()
+    size = heat.shape[0]
+    if total <= 0:
+        return {key: float("nan") for key in ("border", "centre", "lungs", "lung_area")}
+    b = max(1, round(size * BORDER))
+    inner = heat[b:-b, b:-b].sum()
+    c0 = round(size * (1 - CENTRE) / 2)
+    out = {"border": float((total - inner) / total), "centre": float(heat[c0:size - c0, c0:size - c0].sum() / total)}
+    out["lungs"] = float(heat[lung_mask].sum() / total) if lung_mask is not None else float("nan")
+    # The lungs' share of the frame: what a heatmap spread evenly would put inside them.
+    out["lung_area"] = float(lung_mask.mean()) if lung_mask is not None else float("nan")
+    return out
+
+
+def lung_masks(lungs_root: Path, split: str = "test") -> dict[str, Path]:
+    """{image file name: mask path} from a cxr-lungs folder (empty if it is missing)."""
+    folder = Path(lungs_root) / split / "masks"
+    if not folder.is_dir():
+        return {}
+    return {m.with_suffix(".jpg").name: m for m in folder.glob("*.png")}
+
+
+def heat_location(predictor, explainer, images: ImageSet, masks: dict[str, Path] | None = None,
+                  method: str = "gradcam") -> dict:
+    """Where the saliency of the predicted class falls on each image, summarised per class."""
+    size, policy = predictor.card.image_size, predictor.card.resize_policy
+    rows: dict[str, list[dict]] = {c: [] for c in images.classes}
+    for path, label in zip(images.paths, images.labels, strict=False):
+        prepared = resize_square(decode_image(path), size, policy)
+        x = to_model_input(prepared)
+        predicted = int(np.argmax(predictor.predict_batch(x)[0]))
+        heat = explainer.heatmap(x, predicted, method)
+        mask = None
+        if masks and path.name in masks:
+            mask = resize_square(decode_image(masks[path.name]), size, policy) >= 128
+        rows[images.classes[label]].append(heat_fractions(heat, mask))
+    every = [r for rs in rows.values() for r in rs]
+
+    def summary(rs: list[dict]) -> dict:
+        out = {"n": len(rs)}
+        for key in ("border", "centre", "lungs", "lung_area"):
+            values = np.array([r[key] for r in rs], np.float64)
+            values = values[~np.isnan(values)]
+            out[f"{key}_mean"] = round(float(values.mean()), 4) if len(values) else None
+            if key == "lungs":
+                out["n_with_lung_mask"] = int(len(values))
+        return out
+
+    return {"method": method, "border_width": BORDER, "centre_side": CENTRE,
+            "uniform_border": round(1 - (1 - 2 * BORDER) ** 2, 4), **summary(every),
+            "by_class": {c: summary(rs) for c, rs in rows.items() if rs}}
