@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -111,3 +112,9 @@ def bomb_png(side: int = 20000) -> bytes:
 
     ihdr = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def shipped_path() -> Path:
+    """Folder of the shipped default model (models/DEFAULT names it)."""
+    repo = Path(__file__).resolve().parent.parent
+    return repo / "models" / (repo / "models" / "DEFAULT").read_text().strip()

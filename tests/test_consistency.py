@@ -7,7 +7,6 @@ import pytest
 
 from cxr.decode import decode_image
 from cxr.predict import Predictor
-from cxr.store import ModelStore
 from tests import factory
 
 REPO = Path(__file__).resolve().parent.parent
@@ -15,8 +14,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def shipped():
-    store = ModelStore(REPO / "models")
-    return Predictor.from_path(store.path_of((REPO / "models" / "DEFAULT").read_text().strip()))
+    return Predictor.from_path(factory.shipped_path())
 
 
 def encodings(img: np.ndarray) -> dict[str, bytes]:

@@ -1,0 +1,59 @@
+"""Shortcut probe (cxr.probe): heat location maths and a real probe run on a trained model."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cxr.data import load_imageset
+from cxr.predict import Predictor
+from cxr.probe import VARIANTS, figure_probe, heat_fractions, heat_location
+from cxr.saliency import Explainer
+
+
+def test_heat_fractions_of_known_maps():
+    size = 100
+    uniform = heat_fractions(np.ones((size, size)))
+    assert abs(uniform["border"] - 0.36) < 1e-9 and abs(uniform["centre"] - 0.36) < 1e-9
+    corner = np.zeros((size, size))
+    corner[:5, :5] = 1
+    assert heat_fractions(corner)["border"] == 1.0 and heat_fractions(corner)["centre"] == 0.0
+    centre = np.zeros((size, size))
+    centre[45:55, 45:55] = 1
+    mask = np.zeros((size, size), bool)
+    mask[40:60, 40:50] = True
+    f = heat_fractions(centre, mask)
+    assert f["border"] == 0.0 and f["centre"] == 1.0 and abs(f["lungs"] - 0.5) < 1e-9
+    assert abs(f["lung_area"] - 0.02) < 1e-9
+    assert np.isnan(heat_fractions(np.zeros((size, size)))["border"])
+
+
+def test_probe_and_heat_location_on_a_trained_model(tiny_model, mini_data, tmp_path):
+    predictor = Predictor.from_path(tiny_model)
+    images = load_imageset(mini_data, "test", predictor.classes)
+    probe = figure_probe(predictor, images)
+    normal = probe["classes"]["NORMAL"]
+    assert normal["n"] == images.labels.count(images.classes.index("NORMAL"))
+    assert set(VARIANTS) | {"n", "clean"} == set(normal)
+    for variant in VARIANTS:
+        figures = normal[variant]
+        assert 0 <= figures["mean_p_covid"] <= 1 and 0 <= figures["below_threshold"] <= 1
+    assert probe["passes"] == (probe["normal_journal_figure_below_threshold"] >= 0.95)
+    # Same seed, same degradations, same answer: the probe compares models fairly.
+    assert figure_probe(predictor, images) == probe
+
+    # A lung mask for one NORMAL test image (its left half), found by file name.
+    from tests import factory
+
+    normal_path = next(p for p, y in zip(images.paths, images.labels) if images.classes[y] == "NORMAL")
+    masks_dir = tmp_path / "test" / "masks"
+    masks_dir.mkdir(parents=True)
+    mask = np.zeros((300, 300), np.uint8)
+    mask[:, :150] = 255
+    (masks_dir / (normal_path.stem + ".png")).write_bytes(factory.png_bytes(mask))
+    from cxr.probe import lung_masks
+
+    masks = lung_masks(tmp_path, "test")
+    assert normal_path.with_suffix(".jpg").name in masks
+    heat = heat_location(predictor, Explainer(predictor.model, predictor.card.arch), images, masks)
+    assert heat["n"] == len(images) and 0 <= heat["border_mean"] <= 1
+    assert heat["n_with_lung_mask"] == 1 and 0.3 < heat["lung_area_mean"] < 0.7

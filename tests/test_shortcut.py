@@ -1,0 +1,66 @@
+"""Journal-figure degradations (cxr.shortcut) and their place in the training pipeline."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cxr.data import load_imageset, make_dataset
+from cxr.shortcut import KINDS, TRAINING_KINDS, SourceCues, degrade
+from tests import factory
+
+
+@pytest.fixture()
+def xray() -> np.ndarray:
+    return factory.phantom(300, 360)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_each_degradation_changes_the_image_and_stays_grey_uint8(xray, kind):
+    out = degrade(xray, (kind,), np.random.default_rng(1))
+    assert out.dtype == np.uint8 and out.ndim == 2
+    same_shape = out.shape == xray.shape
+    assert not same_shape or np.abs(out.astype(int) - xray).mean() > 0.05
+
+
+def test_geometry_kinds_change_the_frame_like_a_figure(xray):
+    rng = np.random.default_rng(0)
+    cropped = degrade(xray, ("crop",), rng)
+    assert cropped.shape[0] < xray.shape[0] and cropped.shape[1] < xray.shape[1]
+    framed = degrade(xray, ("border",), rng)
+    assert framed.shape[0] >= xray.shape[0] and framed.shape[1] >= xray.shape[1] and framed.size > xray.size
+    captioned = degrade(xray, ("caption",), rng)
+    assert captioned.shape[0] > xray.shape[0] and (captioned[xray.shape[0]:] == 255).mean() > 0.5
+
+
+def test_degradation_is_reproducible_from_the_seed(xray):
+    a = degrade(xray, KINDS, np.random.default_rng(7))
+    b = degrade(xray, KINDS, np.random.default_rng(7))
+    c = degrade(xray, KINDS, np.random.default_rng(8))
+    assert np.array_equal(a, b) and not (a.shape == c.shape and np.array_equal(a, c))
+
+
+def test_unknown_kind_is_a_value_error(xray):
+    with pytest.raises(ValueError, match="unknown degradation"):
+        degrade(xray, ("sepia",), np.random.default_rng(0))
+
+
+def test_source_cues_probability(xray):
+    rng = np.random.default_rng(0)
+    assert SourceCues(p=0.0)(xray, rng) is xray
+    changed = [not np.array_equal(SourceCues(p=1.0)(xray, rng), xray) for _ in range(20)]
+    assert all(changed)
+    assert "caption" not in TRAINING_KINDS  # held out for the probe
+
+
+def test_training_pipeline_applies_cues_only_when_training(mini_data):
+    images = load_imageset(mini_data, "train")
+    cues = SourceCues(p=1.0)
+    clean = np.concatenate([x.numpy() for x, _ in make_dataset(images, 64, "crop", 8)])
+    again = np.concatenate([x.numpy() for x, _ in make_dataset(images, 64, "crop", 8, source_cues=cues)])
+    assert np.array_equal(clean, again)  # evaluation never degrades
+    train = np.concatenate([x.numpy() for x, _ in make_dataset(images, 64, "crop", 8, training=True,
+                                                               source_cues=cues)])
+    assert train.shape == clean.shape and train.dtype == np.float32
+    # Shuffled, so compare sorted per-image means: degraded images differ from every clean one.
+    assert not np.allclose(np.sort(train.mean(axis=(1, 2, 3))), np.sort(clean.mean(axis=(1, 2, 3))))
