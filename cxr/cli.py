@@ -70,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--binary", action="store_true", help="two classes, sigmoid head")
     p.add_argument("--classes", default=None, help="comma-separated class folders to use, e.g. COVID19,NORMAL")
+    p.add_argument("--strategy", default="none", choices=["none", "mirrored", "multi-worker"],
+                   help="tf.distribute strategy: mirrored = the GPUs of this host, multi-worker = hosts given "
+                        "by TF_CONFIG")
+    p.add_argument("--cpu-replicas", type=int, default=0,
+                   help="split this CPU into N logical devices (lets 'mirrored' run without GPUs)")
     p.add_argument("--name", default=None, help="name in the model store")
     p.add_argument("--activate", action="store_true", help="make the new model the active one")
     p.add_argument("--verbose", "-v", action="store_true")
@@ -89,10 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also store the metrics in the model card under metrics[KEY] (e.g. internal_test)")
     p.set_defaults(run=cmd_evaluate)
 
-    p = sub.add_parser("predict", help="classify image files")
-    p.add_argument("files", nargs="+", metavar="FILE")
+    p = sub.add_parser("predict", help="classify image files and folders of them")
+    p.add_argument("files", nargs="+", metavar="FILE_OR_DIR", help="image files; folders are searched recursively")
     p.add_argument("--model", default=None)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="a JSON array on stdout, written as results arrive")
+    p.add_argument("--csv", type=Path, default=None, metavar="OUT", help="also write one CSV row per file")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(run=cmd_predict)
 
     p = sub.add_parser("templates", help="write the per-class mean images of a training set")
@@ -134,11 +142,15 @@ def cmd_train(args) -> int:
     from cxr.store import ModelStore
     from cxr.train import TrainConfig, train
 
+    if args.cpu_replicas > 1:
+        from cxr.distribute import split_cpu
+
+        split_cpu(args.cpu_replicas)
     config = TrainConfig(
         data=args.data, split=_default_split(args.data, args.split, "train"), arch=args.arch,
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
         image_size=args.image_size, resize_policy=args.resize, augment=not args.no_augment,
-        source_cues=args.source_cues,
+        source_cues=args.source_cues, strategy=args.strategy,
         val_fraction=args.val_fraction, patience=args.patience, seed=args.seed, binary=args.binary, ema=args.ema,
         classes=tuple(args.classes.split(",")) if args.classes else None, name=args.name,
         command="python -m cxr " + shlex.join(sys.argv[1:] if sys.argv[0].endswith("__main__.py") else []),
@@ -185,20 +197,81 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from cxr.predict import Predictor
+    from cxr.predict import Predictor, iter_image_files
 
     predictor = Predictor.from_path(resolve_model_path(args.model))
-    results = list(predictor.predict_files(args.files))
+    total = sum(1 for _ in iter_image_files(args.files))  # a first lazy walk, so the bar knows the end
+    progress = Progress(total, enabled=not args.no_progress and total > 1)
+    rejected = 0
+    csv_out = CsvResults(args.csv, predictor.classes) if args.csv else None
     if args.json:
-        print(json.dumps(results))
-    else:
-        for r in results:
-            if "error" in r:
+        sys.stdout.write("[")
+    try:
+        for n, r in enumerate(predictor.predict_stream(iter_image_files(args.files), args.batch_size)):
+            rejected += "error" in r
+            if args.json:
+                sys.stdout.write((",\n" if n else "\n") + json.dumps(r))
+            elif "error" in r:
                 print(f"{r['file']}: REJECTED: {r['error']}")
             else:
                 probs = " ".join(f"{c}={p:.3f}" for c, p in r["probabilities"].items())
-                print(f"{r['file']}: {r['label']} ({probs})")
-    return EXIT_REJECTED if any("error" in r for r in results) else EXIT_OK
+                flag = f" [NOT LIKE A CHEST X-RAY: ood_score={r['ood_score']:.2f}]" if r.get("ood") else ""
+                print(f"{r['file']}: {r['label']} ({probs}){flag}")
+            if csv_out:
+                csv_out.write(r)
+            progress.update(n + 1)
+    finally:
+        if args.json:
+            sys.stdout.write("\n]\n")
+        if csv_out:
+            csv_out.close()
+        progress.close()
+    return EXIT_REJECTED if rejected or total == 0 else EXIT_OK
+
+
+class Progress:
+    """A one-line progress bar on stderr (files done, rate, time left); silent when disabled."""
+
+    def __init__(self, total: int, enabled: bool = True):
+        import time
+
+        self.total, self.enabled, self.started, self._clock, self._shown = total, enabled, time.monotonic(), time, 0.0
+
+    def update(self, done: int) -> None:
+        now = self._clock.monotonic()
+        if not self.enabled or (now - self._shown < 0.5 and done < self.total):
+            return
+        self._shown = now
+        rate = done / max(now - self.started, 1e-9)
+        left = (self.total - done) / rate if rate > 0 else 0
+        filled = int(30 * done / max(self.total, 1))
+        sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {done}/{self.total} files, "
+                         f"{rate:.0f}/s, {left:.0f} s left ")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
+
+
+class CsvResults:
+    """Rows written as results arrive: file, label, one probability column per class, ood, error."""
+
+    def __init__(self, path: Path, classes: list[str]):
+        import csv
+
+        self.classes = classes
+        self.fh = open(path, "w", newline="", encoding="utf-8")  # noqa: SIM115 - closed by close()
+        self.writer = csv.writer(self.fh)
+        self.writer.writerow(["file", "label", *(f"p_{c}" for c in classes), "ood", "ood_score", "error"])
+
+    def write(self, r: dict) -> None:
+        probs = r.get("probabilities", {})
+        self.writer.writerow([r["file"], r.get("label", ""), *(probs.get(c, "") for c in self.classes),
+                              r.get("ood", ""), r.get("ood_score", ""), r.get("error", "")])
+
+    def close(self) -> None:
+        self.fh.close()
 
 
 def cmd_templates(args) -> int:

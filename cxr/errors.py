@@ -19,3 +19,7 @@ class ModelError(CxrError):
 
 class DatasetError(CxrError):
     """A dataset folder is missing, empty, or not laid out as expected."""
+
+
+class TrainingError(CxrError):
+    """Training could not run as configured (e.g. a distribution setup this stack cannot do)."""

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from cxr.card import ModelCard
-from cxr.data import ImageSet, load_imageset, make_dataset
+from cxr.data import IMAGE_SUFFIXES, ImageSet, load_imageset, make_dataset
 from cxr.decode import decode_image
 from cxr.errors import CxrError
 from cxr.metrics import classification_metrics
@@ -91,13 +91,40 @@ class Predictor:
             "ood_score": None if ood_score is None else round(ood_score, 4),
         }
 
-    def predict_files(self, files: Iterable[str | Path]) -> Iterator[dict]:
-        """Each file -> its result or {"file", "error"}; one bad file never stops the others."""
-        for file in files:
+    def predict_stream(self, files: Iterable[str | Path], batch_size: int = 32) -> Iterator[dict]:
+        """Results for many files, in order, through a parallel tf.data pipeline.
+
+        Files are pulled from the iterable as the pipeline needs them and results are yielded
+        batch by batch, so memory stays flat however many files there are. Unreadable files give
+        {"file", "error"} and never stop the others.
+        """
+        import tensorflow as tf
+
+        size, policy = self.card.image_size, self.card.resize_policy
+
+        def load(path_bytes):
             try:
-                yield self.predict_file(file)
+                return resize_square(decode_image(path_bytes.decode()), size, policy), b""
             except CxrError as exc:
-                yield {"file": str(file), "error": str(exc)}
+                return np.zeros((size, size), np.uint8), str(exc).encode()
+
+        def load_tf(path):
+            img, error = tf.numpy_function(load, [path], (tf.uint8, tf.string), stateful=False)
+            img.set_shape((size, size))
+            error.set_shape(())
+            return path, img, error
+
+        ds = tf.data.Dataset.from_generator(lambda: (str(f) for f in files),
+                                            output_signature=tf.TensorSpec((), tf.string))
+        ds = ds.map(load_tf, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(2)
+        for paths, imgs, errors in ds:
+            probs, features = self.infer(to_model_input(imgs.numpy()))
+            scores = self.ood_scores(features)
+            for i, (path, error) in enumerate(zip(paths.numpy(), errors.numpy(), strict=True)):
+                if error:
+                    yield {"file": path.decode(), "error": error.decode()}
+                else:
+                    yield self.result(path.decode(), probs[i], None if scores is None else float(scores[i]))
 
     def predict_imageset(self, images: ImageSet, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
         """Stream a labelled set through tf.data -> (probs (N, C), labels (N,))."""
@@ -123,3 +150,19 @@ class Predictor:
         probs, labels = self.predict_imageset(images)
         metrics = classification_metrics(probs, labels, self.classes, self.card.covid_threshold)
         return images, probs, labels, metrics
+
+
+def iter_image_files(inputs: Iterable[str | Path]) -> Iterator[Path]:
+    """Files as given, and the PNG/JPEG/DICOM files under any folder, walked lazily in name order."""
+    import os
+
+    for item in inputs:
+        item = Path(item)
+        if not item.is_dir():
+            yield item
+            continue
+        for root, dirs, names in os.walk(item):
+            dirs.sort()
+            for name in sorted(names):
+                if Path(name).suffix.lower() in IMAGE_SUFFIXES and not name.startswith("."):
+                    yield Path(root) / name

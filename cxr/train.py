@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -16,7 +17,8 @@ import cxr
 from cxr.calibration import fit_temperature, nll, threshold_for_sensitivity
 from cxr.card import ModelCard
 from cxr.data import ImageSet, fingerprint, load_imageset, make_dataset, split_train_val
-from cxr.errors import DatasetError
+from cxr.distribute import is_chief, make_strategy
+from cxr.errors import DatasetError, TrainingError
 from cxr.metrics import COVID, classification_metrics, expected_calibration_error
 from cxr.ood import OodGate
 from cxr.predict import apply_temperature
@@ -55,6 +57,7 @@ class TrainConfig:
     seed: int = 0
     binary: bool = False  # COVID19-vs-rest sigmoid head (the reference design's head)
     classes: tuple[str, ...] | None = None  # restrict/order classes; None = all folders
+    strategy: str = "none"  # none | mirrored | multi-worker (see cxr.distribute)
     name: str | None = None  # store name; default <date>-<arch>
     command: str = ""  # the command line that started this run, recorded in the card
 
@@ -67,6 +70,10 @@ class TrainConfig:
             object.__setattr__(self, "image_size", DEFAULT_IMAGE_SIZE[self.arch])
         if self.resize_policy not in RESIZE_POLICIES:
             raise ValueError(f"resize_policy must be one of {RESIZE_POLICIES}")
+        from cxr.distribute import STRATEGIES
+
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}")
         if not 0 <= self.source_cues <= 1:
             raise ValueError("source_cues must be between 0 and 1")
         if not 0 < self.val_fraction < 0.5:
@@ -113,6 +120,9 @@ def train(
 
     from cxr.augment import augment_batch
     from cxr.model import build_model
+
+    # Before any other TensorFlow work: a multi-worker strategy must set up its cluster first.
+    strategy = make_strategy(config.strategy)
     keras.utils.set_random_seed(config.seed)
     images = load_imageset(Path(config.data), config.split, list(config.classes) if config.classes else None)
     if config.binary:
@@ -129,12 +139,18 @@ def train(
     )
     val_ds = make_dataset(val_set, config.image_size, config.resize_policy, config.batch_size)
 
+    if config.strategy != "none":
+        train_ds, val_ds = _shard_by_data(train_ds), _shard_by_data(val_ds)
+    if not is_chief():
+        # Every worker trains; only the chief's model lands in the real store.
+        store = ModelStore(Path(tempfile.mkdtemp(prefix="cxr-worker-")))
     n_classes = len(images.classes)
-    model = build_model(config.arch, 1 if config.binary else n_classes, config.image_size)
-    loss = "binary_crossentropy" if config.binary else "sparse_categorical_crossentropy"
-    optimizer = keras.optimizers.AdamW(config.learning_rate, weight_decay=config.weight_decay,
-                                       use_ema=config.ema, ema_momentum=0.98)
-    model.compile(optimizer, loss=loss, metrics=["accuracy"])
+    with strategy.scope():
+        model = build_model(config.arch, 1 if config.binary else n_classes, config.image_size)
+        loss = "binary_crossentropy" if config.binary else "sparse_categorical_crossentropy"
+        optimizer = keras.optimizers.AdamW(config.learning_rate, weight_decay=config.weight_decay,
+                                           use_ema=config.ema, ema_momentum=0.98)
+        model.compile(optimizer, loss=loss, metrics=["accuracy"])
     callbacks = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if config.ema else []
     callbacks += [
         keras.callbacks.EarlyStopping("val_loss", patience=config.patience, restore_best_weights=True,
@@ -147,10 +163,19 @@ def train(
         # The pipeline's length is unknown (unreadable files are filtered out), which Keras
         # reports as "ran out of data" at every epoch end; that is expected here.
         warnings.filterwarnings("ignore", message=".*ran out of data.*")
-        history = model.fit(
-            train_ds, validation_data=val_ds, epochs=config.epochs, verbose=0, shuffle=False,
-            class_weight=class_weights(train_set.labels, n_classes), callbacks=callbacks,
-        )
+        try:
+            history = model.fit(
+                train_ds, validation_data=val_ds, epochs=config.epochs, verbose=0, shuffle=False,
+                class_weight=class_weights(train_set.labels, n_classes), callbacks=callbacks,
+            )
+        except ValueError as exc:
+            if "PerReplica" not in str(exc) or config.strategy != "multi-worker":
+                raise
+            # Keras 3's fit cannot consume a multi-worker dataset (keras-team/keras#20585).
+            raise TrainingError(
+                "Keras 3 cannot yet train one model across several workers with model.fit "
+                "(keras-team/keras#20585); run --strategy mirrored on each host's GPUs instead."
+            ) from None
     seconds = time.monotonic() - started
 
     hist = {k: [float(v) for v in vals] for k, vals in history.history.items() if k != "learning_rate"}
@@ -175,6 +200,7 @@ def train(
                 "train_counts": train_set.counts(),
             },
             "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
+            "replicas": int(strategy.num_replicas_in_sync),
             "epochs_run": len(hist.get("loss", [])),
             "best_epoch": int(np.argmin(hist["val_loss"])) + 1 if hist.get("val_loss") else None,
             "seconds": round(seconds, 1),
@@ -186,6 +212,15 @@ def train(
     if activate:
         store.activate(saved.name)
     return saved
+
+
+def _shard_by_data(ds):
+    """Split batches between replicas/workers by element: the pipeline has no files to shard by."""
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options)
 
 
 def finalize(model, card: ModelCard, train_set: ImageSet, val_set: ImageSet,

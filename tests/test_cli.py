@@ -118,3 +118,32 @@ def test_evaluate_record_stores_metrics_in_the_card(tiny_model, mini_data, tmp_p
     assert card["metrics"]["internal_test"]["n"] == 12
     assert card["metrics"]["internal_test"]["accuracy"] == json.loads(out.stdout)["accuracy"]
     assert "validation" in card["metrics"]
+
+
+def test_predict_folder_streams_json_csv_and_progress(tiny_model, mini_data, tmp_path):
+    import csv
+
+    folder = tmp_path / "batch"
+    (folder / "sub").mkdir(parents=True)
+    expected = []
+    for i, src in enumerate(sorted((mini_data / "test").rglob("*.jpg"))[:5]):
+        dst = (folder / "sub" if i % 2 else folder) / f"{i}-{src.name}"
+        dst.write_bytes(src.read_bytes())
+        expected.append(dst)
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    (folder / "notes.txt").write_text("not an image, not even tried")
+    out_csv = tmp_path / "out.csv"
+    out = run_cli("predict", folder, "--model", tiny_model, "--json", "--csv", out_csv, "--batch-size", "2")
+    assert out.returncode == 2, out.stderr  # one file was unreadable
+    results = json.loads(out.stdout)
+    files = [r["file"] for r in results]
+    assert len(files) == 6 and str(folder / "broken.png") in files and "notes.txt" not in out.stdout
+    assert set(files) - {str(folder / "broken.png")} == {str(p) for p in expected}
+    assert all(isinstance(r["ood"], bool) for r in results if "error" not in r)
+    assert "6/6 files" in out.stderr  # the progress bar reached the end
+    rows = list(csv.DictReader(out_csv.open()))
+    assert [r["file"] for r in rows] == files
+    broken = next(r for r in rows if r["file"].endswith("broken.png"))
+    assert broken["error"] and not broken["label"]
+    ok = next(r for r in rows if not r["error"])
+    assert abs(sum(float(ok[f"p_{c}"]) for c in ("COVID19", "NORMAL", "PNEUMONIA")) - 1) < 1e-3
