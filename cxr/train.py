@@ -118,9 +118,6 @@ def train(
     """Train, keep the best epoch by validation loss, evaluate on validation, save atomically."""
     import keras
 
-    from cxr.augment import augment_batch
-    from cxr.model import build_model
-
     # Before any other TensorFlow work: a multi-worker strategy must set up its cluster first.
     strategy = make_strategy(config.strategy)
     keras.utils.set_random_seed(config.seed)
@@ -132,12 +129,7 @@ def train(
         raise DatasetError("Too few images to hold out a validation set with every class in training.")
     log.info("train %s, validation %s", train_set.counts(), val_set.counts())
 
-    augment = augment_batch if config.augment else None
-    cues = SourceCues(config.source_cues) if config.source_cues > 0 else None
-    train_ds = make_dataset(
-        train_set, config.image_size, config.resize_policy, config.batch_size, True, augment, config.seed, cues
-    )
-    val_ds = make_dataset(val_set, config.image_size, config.resize_policy, config.batch_size)
+    train_ds, val_ds = training_datasets(config, train_set, val_set)
 
     if config.strategy != "none":
         train_ds, val_ds = _shard_by_data(train_ds), _shard_by_data(val_ds)
@@ -146,11 +138,7 @@ def train(
         store = ModelStore(Path(tempfile.mkdtemp(prefix="cxr-worker-")))
     n_classes = len(images.classes)
     with strategy.scope():
-        model = build_model(config.arch, 1 if config.binary else n_classes, config.image_size)
-        loss = "binary_crossentropy" if config.binary else "sparse_categorical_crossentropy"
-        optimizer = keras.optimizers.AdamW(config.learning_rate, weight_decay=config.weight_decay,
-                                           use_ema=config.ema, ema_momentum=0.98)
-        model.compile(optimizer, loss=loss, metrics=["accuracy"])
+        model = compiled_model(config, n_classes)
     callbacks = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if config.ema else []
     callbacks += [
         keras.callbacks.EarlyStopping("val_loss", patience=config.patience, restore_best_weights=True,
@@ -212,6 +200,32 @@ def train(
     if activate:
         store.activate(saved.name)
     return saved
+
+
+def training_datasets(config: TrainConfig, train_set: ImageSet, val_set: ImageSet):
+    """The streamed (train, validation) pipelines of a run: augmentation on the training side only."""
+    from cxr.augment import augment_batch
+
+    augment = augment_batch if config.augment else None
+    cues = SourceCues(config.source_cues) if config.source_cues > 0 else None
+    train_ds = make_dataset(
+        train_set, config.image_size, config.resize_policy, config.batch_size, True, augment, config.seed, cues
+    )
+    return train_ds, make_dataset(val_set, config.image_size, config.resize_policy, config.batch_size)
+
+
+def compiled_model(config: TrainConfig, n_classes: int):
+    """A fresh model of `config.arch`, compiled with the run's optimizer and loss."""
+    import keras
+
+    from cxr.model import build_model
+
+    model = build_model(config.arch, 1 if config.binary else n_classes, config.image_size)
+    loss = "binary_crossentropy" if config.binary else "sparse_categorical_crossentropy"
+    optimizer = keras.optimizers.AdamW(config.learning_rate, weight_decay=config.weight_decay,
+                                       use_ema=config.ema, ema_momentum=0.98)
+    model.compile(optimizer, loss=loss, metrics=["accuracy"])
+    return model
 
 
 def _shard_by_data(ds):
