@@ -3,6 +3,7 @@
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -27,7 +28,7 @@ def texts(at: AppTest) -> str:
 def test_predict_page_classifies_an_upload_with_overlay_and_templates(app_env):
     at = run_page()
     assert not at.exception
-    image = sorted((app_env["mini"] / "test" / "PNEUMONIA").glob("*.jpg"))[0]
+    image = sorted((app_env["mini"] / "train" / "PNEUMONIA").glob("*.jpg"))[0]
     at.file_uploader(key="uploads").set_value((image.name, image.read_bytes(), "image/jpeg"))
     at.run()
     assert not at.exception and not at.error
@@ -43,9 +44,23 @@ def test_predict_page_classifies_an_upload_with_overlay_and_templates(app_env):
     assert any(b.label == "Download report (PNG)" for b in at.get("download_button"))
 
 
+def test_predict_page_warns_instead_of_diagnosing_a_non_xray(app_env):
+    at = run_page()
+    # Uniform noise: a PNG the decoder accepts, nothing like a chest X-ray.
+    noise = np.random.default_rng(0).integers(0, 256, (300, 300), dtype=np.uint8)
+    xray = sorted((app_env["mini"] / "train" / "NORMAL").glob("*.jpg"))[0]
+    at.file_uploader(key="uploads").set_value([("noise.png", factory.png_bytes(noise), "image/png"),
+                                               (xray.name, xray.read_bytes(), "image/jpeg")])
+    at.run()
+    assert not at.exception and not at.error
+    warnings = [w.value for w in at.warning if "does not look like" in w.value]
+    assert len(warnings) == 1 and "out-of-distribution score" in warnings[0]
+    assert texts(at).count("### Predicted: ") == 1  # the X-ray gets its diagnosis, the noise none
+
+
 def test_predict_page_reports_a_bad_file_and_still_classifies_the_others(app_env):
     at = run_page()
-    good = sorted((app_env["mini"] / "test" / "NORMAL").glob("*.jpg"))[0]
+    good = sorted((app_env["mini"] / "train" / "NORMAL").glob("*.jpg"))[0]
     dicom = factory.dicom_bytes(factory.phantom(200, 160), photometric="MONOCHROME1", bits=8)
     at.file_uploader(key="uploads").set_value([
         ("notes.png", b"this is not an image", "image/png"),
@@ -56,13 +71,15 @@ def test_predict_page_reports_a_bad_file_and_still_classifies_the_others(app_env
     assert not at.exception
     assert len(at.error) == 1 and "notes.png cannot be analysed" in at.error[0].value
     assert "Doe" not in texts(at)  # the DICOM's patient name is never shown
-    assert texts(at).count("### Predicted: ") == 2
+    # Both decoded files get a result: a diagnosis, or (the synthetic phantom may be) an OOD warning.
+    warned = [w for w in at.warning if "does not look like" in w.value]
+    assert texts(at).count("### Predicted: ") + len(warned) == 2 and "### Predicted: " in texts(at)
     assert any(b.label == "Download all results (CSV)" for b in at.get("download_button"))
 
 
 def test_predict_page_switching_method_and_class_keeps_working(app_env):
     at = run_page()
-    image = sorted((app_env["mini"] / "test" / "COVID19").glob("*.jpg"))[0]
+    image = sorted((app_env["mini"] / "train" / "COVID19").glob("*.jpg"))[0]
     at.file_uploader(key="uploads").set_value((image.name, image.read_bytes(), "image/jpeg"))
     at.run()
     for method in ("gradcam++", "scorecam", "smoothgrad"):
@@ -87,6 +104,18 @@ def test_evaluation_page_shows_metrics_and_eda(app_env):
     assert not at.exception
     assert [m.label for m in at.metric][:4] == ["Accuracy", "Balanced accuracy", "Macro AUROC", "ECE"]
     assert len(at.get("plotly_chart")) >= 5  # confusion, ROC, calibration, balance, scatter, aspect
+
+
+def test_evaluation_page_runs_the_shortcut_probe(app_env):
+    at = run_page("evaluation_page.py", timeout=300)
+    at.tabs[1]  # "Shortcuts and calibration"
+    assert "What this model may be learning" in texts(at) and "Calibration" in texts(at)
+    at.button(key="run-probe").click()
+    at.run(timeout=300)
+    assert not at.exception and not at.error
+    labels = [m.label for m in at.metric]
+    assert "Figure-like normals kept below threshold" in labels and "Grad-CAM heat in the outer border" in labels
+    assert at.dataframe  # the per-variant table
 
 
 def test_about_page_states_intended_use_and_bias(app_env):

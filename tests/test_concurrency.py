@@ -19,7 +19,7 @@ def wait_for_result(page, name: str, timeout_ms: int = 180_000) -> str:
 
 @pytest.mark.timeout(900)
 def test_five_sessions_predict_correctly_while_a_sixth_retrains(server, browser, app_env, tiny_model):
-    files = sorted((app_env["mini"] / "test").glob("*/*.jpg"))
+    files = sorted((app_env["mini"] / "train").glob("*/*.jpg"))
     expected_model = Predictor.from_path(tiny_model)
     expected = {f.name: expected_model.classes[int(expected_model.predict_proba([decode_image(f)])[0].argmax())]
                 for f in files}

@@ -18,7 +18,7 @@ def test_upload_in_a_real_browser_shows_prediction_overlay_and_templates(server,
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(server)
     page.get_by_text("Chest X-ray classification").wait_for(timeout=60_000)
-    images = sorted((app_env["mini"] / "test" / "PNEUMONIA").glob("*.jpg"))
+    images = sorted((app_env["mini"] / "train" / "PNEUMONIA").glob("*.jpg"))
     upload_and_wait(page, images[0])
     heading = page.get_by_role("heading", name="Predicted:").first.inner_text()
     assert heading.split("Predicted:")[1].strip() in ("COVID19", "NORMAL", "PNEUMONIA")
