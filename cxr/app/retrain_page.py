@@ -42,12 +42,17 @@ else:
         size = c2.number_input("Image size (0 = architecture default)", 0, 512, 0, step=32)
         augment = c3.checkbox("Augmentation", True)
         patience = c1.number_input("Early-stopping patience (epochs)", 1, 200, 8)
+        cues = c2.slider("Figure-cue augmentation", 0.0, 1.0, 0.5, 0.05,
+                         help="Share of training images of every class made to look like journal figures "
+                              "(downscaled, compressed, cropped, letters, arrows, borders), so the look of "
+                              "the image stops predicting COVID-19. 0 = the plain recipe.")
         submitted = st.form_submit_button("Start training", type="primary", disabled=not counts)
     if submitted:
         try:
             config = TrainConfig(data=choice, arch=arch, epochs=int(epochs), batch_size=int(batch),
                                  learning_rate=float(lr), image_size=int(size) or None,
-                                 augment=augment, patience=int(patience), command=f"app: retrain on {choice.name}")
+                                 augment=augment, patience=int(patience), source_cues=float(cues),
+                                 command=f"app: retrain on {choice.name}")
             runner.start(config, store)
         except (CxrError, ValueError) as exc:
             st.error(str(exc))
