@@ -28,7 +28,7 @@ from cxr.cli import resolve_model_path  # noqa: E402
 from cxr.config import get_paths  # noqa: E402
 from cxr.predict import Predictor  # noqa: E402
 from cxr.probe import figure_probe, heat_location, lung_masks  # noqa: E402
-from cxr.report import metrics_by_normal_source  # noqa: E402
+from cxr.report import metrics_by_normal_source, score_designs  # noqa: E402
 from cxr.saliency import Explainer  # noqa: E402
 
 # Figures worth comparing between recipes: (name, path into one model's result).
@@ -44,6 +44,8 @@ HEADLINE = {
     "covid_vs_normal_accuracy": ("internal", "binary", "accuracy"),
     "covid_vs_normal_auroc": ("internal", "binary", "auroc"),
     "ece": ("internal", "ece"),
+    "abnormal_auroc": ("score_designs_auroc", "abnormal_p"),
+    "covid_vs_rest_auroc": ("score_designs_auroc", "covid_vs_rest_p"),
     "nih_normal_accuracy": ("by_normal_source", "nih", "accuracy"),
     "openist_normal_accuracy": ("by_normal_source", "openist", "accuracy"),
 }
@@ -62,6 +64,7 @@ def probe_model(path: Path, data: Path, split: str, lungs: Path, seed: int) -> d
         "temperature": card.temperature, "source_cues": card.training.get("config", {}).get("source_cues", 0.0),
         "probe": probe, "heat": heat, "internal": metrics,
         "by_normal_source": metrics_by_normal_source(images, probs, labels, card.covid_threshold),
+        "score_designs_auroc": score_designs(probs, labels, images.classes),
         "probe_seconds": round(time.perf_counter() - started, 1),
     }
 

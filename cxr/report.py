@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from cxr.data import ImageSet
-from cxr.metrics import NORMAL, classification_metrics
+from cxr.metrics import COVID, NORMAL, classification_metrics
 
 
 def normal_source(path_name: str, source: str) -> str:
@@ -38,3 +38,31 @@ def metrics_by_normal_source(
         out[name] = {"n_normal": int(((labels == normal) & (sources == name)).sum()),
                      "accuracy": m["accuracy"], "macro_auroc": m["macro_auroc"], "binary": m["binary"]}
     return out
+
+
+def score_designs(probs: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict[str, float | None]:
+    """AUROC of the ways to turn 3-class probabilities into a COVID score and an 'abnormal' score.
+
+    covid_p:            P(COVID19), COVID-19 vs normal
+    covid_vs_normal_p:  P(COVID19) / (P(COVID19) + P(NORMAL)), COVID-19 vs normal (ignores pneumonia mass)
+    covid_vs_rest_p:    P(COVID19), COVID-19 vs normal and pneumonia
+    abnormal_p:         P(COVID19) + P(PNEUMONIA) = 1 - P(NORMAL), abnormal vs normal
+    """
+    from sklearn.metrics import roc_auc_score
+
+    if not {COVID, NORMAL} <= set(classes):
+        return {}
+    c, n = classes.index(COVID), classes.index(NORMAL)
+    probs, labels = np.asarray(probs), np.asarray(labels)
+
+    def auroc(mask, positive, score):
+        y = positive[mask]
+        return round(float(roc_auc_score(y, score[mask])), 4) if 0 < y.sum() < len(y) else None
+
+    pair = (labels == c) | (labels == n)
+    return {
+        "covid_p": auroc(pair, labels == c, probs[:, c]),
+        "covid_vs_normal_p": auroc(pair, labels == c, probs[:, c] / np.clip(probs[:, c] + probs[:, n], 1e-12, None)),
+        "covid_vs_rest_p": auroc(np.ones(len(labels), bool), labels == c, probs[:, c]),
+        "abnormal_p": auroc(np.ones(len(labels), bool), labels != n, 1 - probs[:, n]),
+    }

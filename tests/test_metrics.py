@@ -41,3 +41,17 @@ def test_ece_of_overconfident_model():
     labels = np.array([0, 1] * 50)
     probs = np.tile([[0.9, 0.1]], (100, 1))  # always 90 % sure of class 0, right half the time
     assert expected_calibration_error(probs, labels) == pytest.approx(0.4)
+
+
+def test_score_designs_auroc():
+    from cxr.report import score_designs
+
+    classes = ["COVID19", "NORMAL", "PNEUMONIA"]
+    probs = np.array([[0.8, 0.1, 0.1], [0.6, 0.1, 0.3], [0.1, 0.8, 0.1], [0.2, 0.7, 0.1], [0.3, 0.1, 0.6]])
+    labels = np.array([0, 0, 1, 1, 2])
+    s = score_designs(probs, labels, classes)
+    assert s["covid_p"] == 1.0 and s["covid_vs_normal_p"] == 1.0 and s["abnormal_p"] == 1.0
+    assert s["covid_vs_rest_p"] == 1.0
+    flipped = score_designs(probs[:, [1, 0, 2]], labels, classes)
+    assert flipped["covid_p"] == 0.0
+    assert score_designs(probs, labels, ["A", "B", "C"]) == {}
