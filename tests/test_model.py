@@ -72,3 +72,16 @@ def test_corrupt_model_file_gives_model_error(tmp_path):
     ModelCard(name="broken", arch="cxrnet", classes=["A", "B"], image_size=64).save(folder)
     with pytest.raises(ModelError, match="could not be loaded"):
         load_model(folder)
+
+
+def test_flops_counted_from_layer_shapes():
+    from cxr.flops import model_flops
+
+    flops = model_flops(build_model("seed", 1, 256))
+    # conv1: 254 x 254 outputs x 16 filters x (3 x 3 x 3) multiply-adds x 2
+    assert flops["conv1"] == 2 * 254 * 254 * 16 * 27
+    assert flops["fc"] == 2 * (6 * 6 * 128) * 256 and flops["logits"] == 2 * 256
+    assert set(flops) == {"conv1", "conv2", "conv3", "conv4", "conv5", "fc", "logits"}
+    cxrnet = model_flops(build_model("cxrnet", 3, 224))
+    assert cxrnet["stem_conv"] == 2 * 112 * 112 * 24 * 27  # stride 2, 'same' padding
+    assert 0.3e9 < sum(cxrnet.values()) < 0.4e9

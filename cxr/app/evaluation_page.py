@@ -84,6 +84,12 @@ with tab_metrics:
     c[1].metric("Balanced accuracy", f"{metrics['balanced_accuracy']:.3f}")
     c[2].metric("Macro AUROC", f"{metrics['macro_auroc']:.3f}" if metrics["macro_auroc"] else "n/a")
     c[3].metric("ECE", f"{metrics['ece']:.3f}")
+    recorded = load_predictor(path).card.metrics.get("shortcut_probe")
+    if recorded:
+        below, border = recorded["probe"].get("normal_journal_figure_below_threshold"), recorded["heat"]["border_mean"]
+        st.markdown(f"Shortcut probe (recorded with the model): **{below:.1%}** of normals made to look like journal "
+                    f"figures stay below the COVID-19 threshold; **{border:.1%}** of Grad-CAM heat falls in the "
+                    f"outer border (see the *Shortcuts and calibration* tab).")
     if metrics["binary"]:
         b = metrics["binary"]
         st.markdown(f"COVID-19 vs normal (n={b['n']}): AUROC **{b['auroc']:.3f}**, sensitivity "

@@ -1,0 +1,28 @@
+"""The benchmark scripts run end to end and print the JSON their docs promise (small sizes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+
+def run_bench(script: str, *args: str) -> dict:
+    out = subprocess.run([sys.executable, f"bench/{script}", *args], cwd=REPO, capture_output=True, text=True,
+                         timeout=900, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout)
+
+
+def test_throughput_bench_reports_every_figure(tiny_model, mini_data):
+    r = run_bench("throughput.py", "--model", str(tiny_model), "--data", str(mini_data), "--mini", str(mini_data),
+                  "--train-images", "16", "--epochs", "2")
+    assert r["peak_gflops"] > 1 and r["model_gflop_per_img"] > 0
+    assert r["train_img_per_s"] > 0 and r["infer_img_per_s"] > 0
+    assert 0 < r["train_fraction_of_limit"] < 2 and 0 < r["infer_fraction_of_limit"] < 2
+    assert r["peak_rss_mb"]["mini"]["peak_rss_mb"] > 100 and r["peak_rss_full_over_mini"] > 0
+    b = r["breakdown"]["train"]
+    assert b["compute_only_img_per_s"] > 0 and b["pipeline_only_img_per_s"] > 0
