@@ -25,9 +25,17 @@ arrows); pneumonia and most normal images come from one US archive (NIH ChestX-r
 **Known bias: the model may learn the hospital, not the disease.** Every COVID-19 image comes from
 other hospitals and publication pipelines than every pneumonia image. A model can separate them by
 image size, crop, aspect ratio, JPEG history or burned-in text. This model centre-crops to a
-square and standardises intensities per image to remove some of those cues, but internal test
-metrics (Evaluation page) come from the same sources as training and cannot prove it learned lung
-findings. Published COVID-19 X-ray models lose most of their accuracy on other hospitals' images.
+square, standardises intensities per image, and was trained with those figure cues (downscaling,
+JPEG, crops, letters, arrows, borders) added to images of *every* class; the Evaluation page's
+shortcut probe checks that normal X-rays made to look like figures do not turn into COVID-19.
+Internal test metrics still come from the same sources as training and cannot prove it learned
+lung findings. Published COVID-19 X-ray models lose most of their accuracy on other hospitals' images.
+
+**Probabilities and threshold.** Probabilities are temperature-scaled on the validation split; the
+COVID-19 threshold is the highest one that still found 95 % of the validation COVID-19 images.
+
+**Not an X-ray?** Images unlike the training X-rays (photos, documents, noise, other body parts) are
+flagged as out of distribution and get a warning instead of a diagnosis.
 
 **Labels.** NIH labels are text-mined from reports and are noisy, particularly "pneumonia".
 """
