@@ -40,6 +40,10 @@ VARIANTS = {
     "intra_op_1_inter_op_2": {"intra": 1, "inter": 2},
     "intra_op_2_inter_op_1": {"intra": 2, "inter": 1},
     "batch_64": {"batch": 64},
+    "onednn_off": {"env": {"TF_ENABLE_ONEDNN_OPTS": "0"}},
+    # The published reference CNN (wide convolutions at 256 px, no batch norm), same pipeline:
+    # shows how much of the gap to the ceiling is the shape of the network, not the code around it.
+    "reference_cnn_seed_256": {"arch": "seed"},
 }
 
 
@@ -91,7 +95,9 @@ def child_train(data: Path, model_dir: Path, n_images: int, epochs: int, variant
     if variant.get("bf16"):
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
     card = ModelCard.load(model_dir)
-    config = TrainConfig(data=data, arch=card.arch, image_size=card.image_size, resize_policy=card.resize_policy,
+    arch = variant.get("arch", card.arch)
+    config = TrainConfig(data=data, arch=arch, image_size=None if arch != card.arch else card.image_size,
+                         resize_policy=card.resize_policy,
                          batch_size=variant.get("batch", 32),
                          source_cues=card.training.get("config", {}).get("source_cues", 0.0))
     images = load_imageset(data, "train", card.classes)
@@ -99,6 +105,9 @@ def child_train(data: Path, model_dir: Path, n_images: int, epochs: int, variant
     subset = train_set.subset(np.random.default_rng(0).permutation(len(train_set))[:n_images])
     train_ds, _ = training_datasets(config, subset, subset)
     model = compiled_model(config, len(card.classes))
+    from cxr.flops import model_flops
+
+    gflop = sum(model_flops(model).values()) / 1e9
     if variant.get("jit"):
         model.compile(model.optimizer, loss=model.loss, metrics=["accuracy"], jit_compile=True)
 
@@ -126,7 +135,8 @@ def child_train(data: Path, model_dir: Path, n_images: int, epochs: int, variant
         "epoch_seconds": [round(t, 2) for t in full],
         "compute_only_img_per_s": steps * int(x.shape[0]) / statistics.median(compute[1:]),
         "pipeline_only_img_per_s": seen / pipeline_s,
-        "n_images": len(subset), "batch_size": config.batch_size,
+        "n_images": len(subset), "batch_size": config.batch_size, "arch": arch, "image_size": config.image_size,
+        "model_gflop_per_img": round(gflop, 4),
     }
 
 
@@ -144,8 +154,9 @@ def child_rss(data: Path) -> dict:
             "seconds": round(seconds, 1)}
 
 
-def run_child(*args: str) -> dict:
-    out = subprocess.run([sys.executable, str(HERE), *args], capture_output=True, text=True, timeout=1800)
+def run_child(*args: str, env: dict | None = None) -> dict:
+    out = subprocess.run([sys.executable, str(HERE), *args], capture_output=True, text=True, timeout=1800,
+                         env={**os.environ, **(env or {})})
     if out.returncode != 0:
         return {"error": out.stderr[-2000:]}
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -242,11 +253,15 @@ def main() -> None:
             result["peak_rss_full_over_mini"] = round(full["peak_rss_mb"] / mini["peak_rss_mb"], 3)
     if args.experiments:
         result["experiments"] = {
-            name: run_child("--child", "train", "--variant", name, *common) for name in VARIANTS if name != "default"
+            name: run_child("--child", "train", "--variant", name, *common, env=VARIANTS[name].get("env"))
+            for name in VARIANTS if name != "default"
         }
         for r in result["experiments"].values():
             if "train_img_per_s" in r:
                 r["speed_vs_default"] = round(r["train_img_per_s"] / train.get("train_img_per_s", float("nan")), 3)
+                r["train_fraction_of_limit"] = round(r["train_img_per_s"] * 3 * r["model_gflop_per_img"] / limit, 3)
+                r["compute_only_fraction_of_limit"] = round(
+                    r["compute_only_img_per_s"] * 3 * r["model_gflop_per_img"] / limit, 3)
     print(json.dumps(result, indent=2))
 
 

@@ -57,3 +57,13 @@ def test_probe_and_heat_location_on_a_trained_model(tiny_model, mini_data, tmp_p
     heat = heat_location(predictor, Explainer(predictor.model, predictor.card.arch), images, masks)
     assert heat["n"] == len(images) and 0 <= heat["border_mean"] <= 1
     assert heat["n_with_lung_mask"] == 1 and 0.3 < heat["lung_area_mean"] < 0.7
+
+
+def test_shipped_model_passes_the_journal_figure_probe(full_data):
+    """The shipped model must not call normal X-rays COVID-19 because they look like figures."""
+    from tests import factory
+
+    predictor = Predictor.from_path(factory.shipped_path())
+    probe = figure_probe(predictor, load_imageset(full_data, "test", predictor.classes))
+    assert probe["classes"]["NORMAL"]["n"] > 100
+    assert probe["normal_journal_figure_below_threshold"] >= 0.95, probe["classes"]["NORMAL"]
