@@ -63,15 +63,10 @@ def non_chest_samples(seed: int = 0) -> dict[str, list[tuple[str, np.ndarray]]]:
 def ood_report(predictor, data: Path, split: str, seed: int = 0) -> dict:
     from cxr.data import load_imageset
     from cxr.decode import decode_image
-    from cxr.preprocess import to_model_input
     from cxr.shortcut import TRAINING_KINDS, degrade
 
     def scores(imgs: list[np.ndarray]) -> np.ndarray:
-        out = []
-        for i in range(0, len(imgs), 32):
-            x = to_model_input(np.stack([predictor.prepare(img) for img in imgs[i:i + 32]]))
-            out.append(predictor.ood_scores(predictor.infer(x)[1]))
-        return np.concatenate(out)
+        return predictor.ood_scores(predictor.infer_images(imgs)[1])
 
     if predictor.gate is None:
         raise SystemExit(f"{predictor.card.name} has no OOD gate; run `python -m cxr calibrate` on it first.")

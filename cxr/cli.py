@@ -12,6 +12,7 @@ import logging
 import os
 import shlex
 import sys
+import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ chatter off stderr
@@ -233,12 +234,10 @@ class Progress:
     """A one-line progress bar on stderr (files done, rate, time left); silent when disabled."""
 
     def __init__(self, total: int, enabled: bool = True):
-        import time
-
-        self.total, self.enabled, self.started, self._clock, self._shown = total, enabled, time.monotonic(), time, 0.0
+        self.total, self.enabled, self.started, self._shown = total, enabled, time.monotonic(), 0.0
 
     def update(self, done: int) -> None:
-        now = self._clock.monotonic()
+        now = time.monotonic()
         if not self.enabled or (now - self._shown < 0.5 and done < self.total):
             return
         self._shown = now

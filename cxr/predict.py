@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from cxr.card import ModelCard
-from cxr.data import IMAGE_SUFFIXES, ImageSet, load_imageset, make_dataset
+from cxr.data import IMAGE_SUFFIXES, ImageSet, load_for_model, load_imageset, make_dataset
 from cxr.decode import decode_image
 from cxr.errors import CxrError
 from cxr.metrics import classification_metrics
@@ -70,10 +70,21 @@ class Predictor:
         """(N,) OOD scores (> 1: not like the training X-rays), or None for a model without a gate."""
         return None if self.gate is None else self.gate.score(features)
 
+    def infer_images(self, imgs: Iterable[np.ndarray], batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+        """Decoded (H, W) uint8 images -> (probabilities (N, C), features (N, D)), `batch_size` at a time."""
+        imgs = list(imgs)
+        probs, features = [], []
+        for i in range(0, len(imgs), batch_size):
+            p, f = self.infer(to_model_input(np.stack([self.prepare(img) for img in imgs[i:i + batch_size]])))
+            probs.append(p)
+            features.append(f)
+        if not probs:
+            return np.zeros((0, len(self.classes))), np.zeros((0, 0))
+        return np.concatenate(probs), np.concatenate(features)
+
     def predict_proba(self, imgs: Iterable[np.ndarray]) -> np.ndarray:
         """Decoded (H, W) uint8 images -> (N, C) probabilities in `classes` order."""
-        prepared = np.stack([self.prepare(img) for img in imgs])
-        return self.predict_batch(to_model_input(prepared))
+        return self.infer_images(imgs)[0]
 
     def predict_file(self, src: bytes | str | Path, name: str = "") -> dict:
         """One file -> {"file", "label", "probabilities", "ood", "ood_score"}; raises InvalidImageError."""
@@ -104,7 +115,7 @@ class Predictor:
 
         def load(path_bytes):
             try:
-                return resize_square(decode_image(path_bytes.decode()), size, policy), b""
+                return load_for_model(path_bytes.decode(), size, policy), b""
             except CxrError as exc:
                 return np.zeros((size, size), np.uint8), str(exc).encode()
 

@@ -20,7 +20,7 @@ from cxr.data import ImageSet
 from cxr.decode import decode_image
 from cxr.errors import CxrError
 from cxr.metrics import COVID, NORMAL
-from cxr.preprocess import resize_square, to_model_input
+from cxr.preprocess import to_model_input
 from cxr.shortcut import KINDS, TRAINING_KINDS, degrade
 
 PNEUMONIA = "PNEUMONIA"
@@ -75,11 +75,7 @@ def figure_probe(predictor, images: ImageSet, seed: int = 0, batch_size: int = 3
 
 
 def _p_covid(predictor, imgs: list[np.ndarray], covid: int, batch_size: int) -> np.ndarray:
-    out = []
-    for i in range(0, len(imgs), batch_size):
-        prepared = np.stack([predictor.prepare(img) for img in imgs[i:i + batch_size]])
-        out.append(predictor.predict_batch(to_model_input(prepared))[:, covid])
-    return np.concatenate(out) if out else np.zeros(0)
+    return predictor.infer_images(imgs, batch_size)[0][:, covid]
 
 
 def _summary(p: np.ndarray, clean: np.ndarray, threshold: float) -> dict:
@@ -120,16 +116,14 @@ def lung_masks(lungs_root: Path, split: str = "test") -> dict[str, Path]:
 def heat_location(predictor, explainer, images: ImageSet, masks: dict[str, Path] | None = None,
                   method: str = "gradcam") -> dict:
     """Where the saliency of the predicted class falls on each image, summarised per class."""
-    size, policy = predictor.card.image_size, predictor.card.resize_policy
     rows: dict[str, list[dict]] = {c: [] for c in images.classes}
     for path, label in zip(images.paths, images.labels, strict=False):
-        prepared = resize_square(decode_image(path), size, policy)
-        x = to_model_input(prepared)
+        x = to_model_input(predictor.prepare(decode_image(path)))
         predicted = int(np.argmax(predictor.predict_batch(x)[0]))
         heat = explainer.heatmap(x, predicted, method)
         mask = None
         if masks and path.name in masks:
-            mask = resize_square(decode_image(masks[path.name]), size, policy) >= 128
+            mask = predictor.prepare(decode_image(masks[path.name])) >= 128  # same crop as the image
         rows[images.classes[label]].append(heat_fractions(heat, mask))
     every = [r for rs in rows.values() for r in rs]
 
