@@ -36,8 +36,13 @@ HEADLINE = {
     "normal_journal_figure_below_threshold": ("probe", "normal_journal_figure_below_threshold"),
     "normal_journal_figure_mean_rise": ("probe", "classes", "NORMAL", "journal_figure", "mean_rise"),
     "pneumonia_journal_figure_mean_rise": ("probe", "classes", "PNEUMONIA", "journal_figure", "mean_rise"),
-    "border_heat": ("heat", "border_mean"),
-    "lung_heat": ("heat", "lungs_mean"),
+    # On the original X-ray (heat mapped back, zero where the model saw nothing): where source
+    # cues live. The *_input figures are the same on the model's own input frame.
+    "border_heat": ("heat", "border_original_mean"),
+    "lung_heat": ("heat", "lungs_original_mean"),
+    "lung_area": ("heat", "lung_area_original_mean"),
+    "border_heat_input": ("heat", "border_mean"),
+    "lung_heat_input": ("heat", "lungs_mean"),
     "accuracy": ("internal", "accuracy"),
     "balanced_accuracy": ("internal", "balanced_accuracy"),
     "macro_auroc": ("internal", "macro_auroc"),

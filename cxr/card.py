@@ -37,8 +37,11 @@ class ModelCard:
 
     @property
     def preprocessing(self) -> str:
+        geometry = (f"crop to the box around the lung fields (cxr.lungs segmenter), resize to "
+                    f"{self.image_size}x{self.image_size}" if self.resize_policy == "lungs"
+                    else f"{self.resize_policy} to {self.image_size}x{self.image_size}")
         return (
-            f"decode to 8-bit grayscale; {self.resize_policy} to {self.image_size}x{self.image_size}; "
+            f"decode to 8-bit grayscale; {geometry}; "
             "replicate to 3 channels; intensity normalisation inside the model"
         )
 

@@ -19,6 +19,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ chat
 
 from cxr.config import get_paths  # noqa: E402
 from cxr.errors import CxrError  # noqa: E402
+from cxr.preprocess import RESIZE_POLICIES  # noqa: E402
 
 EXIT_OK, EXIT_FAILED, EXIT_REJECTED = 0, 1, 2
 
@@ -61,7 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate")
     p.add_argument("--image-size", type=int, default=None, help="default: the architecture's own")
-    p.add_argument("--resize", default="crop", help="crop | letterbox | stretch")
+    p.add_argument("--resize", default="lungs", choices=RESIZE_POLICIES,
+                   help="how an X-ray becomes square: crop (central square), lungs (box around the lung "
+                        "fields), letterbox, stretch")
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--source-cues", type=float, default=0.5,
                    help="share of training images of every class degraded like journal figures (0 = plain recipe)")
@@ -80,6 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--activate", action="store_true", help="make the new model the active one")
     p.add_argument("--verbose", "-v", action="store_true")
     p.set_defaults(run=cmd_train)
+
+    p = sub.add_parser("segmenter", help="train the lung segmenter used by --resize lungs on a cxr-lungs folder")
+    p.add_argument("--data", type=Path, default=None, help="cxr-lungs folder (default: $CXR_DATA_ROOT/cxr-lungs)")
+    p.add_argument("--out", type=Path, default=None, help="where to save it (default: the shipped one)")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=cmd_segmenter)
 
     p = sub.add_parser("calibrate", help="refit temperature, COVID-19 threshold and OOD gate of a saved model "
                                          "on the validation split its card records")
@@ -167,6 +177,20 @@ def cmd_train(args) -> int:
                       "validation_accuracy": val["accuracy"], "validation_macro_auroc": val["macro_auroc"],
                       "seconds": saved.card.training["seconds"]}))
     return EXIT_OK
+
+
+def cmd_segmenter(args) -> int:
+    from cxr.lungs import default_segmenter_dir
+    from cxr.lungs_train import train_segmenter
+
+    data = args.data or get_paths().data_root / "cxr-lungs"
+    out = args.out or default_segmenter_dir()
+    info = train_segmenter(data, out, epochs=args.epochs, seed=args.seed,
+                           on_epoch=lambda e, logs: print(f"epoch {e + 1}/{args.epochs} loss {logs['loss']:.4f}",
+                                                          file=sys.stderr))
+    print(json.dumps({"saved": str(out), "test": info["test"], "test_with_figure_cues": info["test_with_figure_cues"],
+                      "seconds": info["seconds"]}, indent=2))
+    return 0
 
 
 def cmd_calibrate(args) -> int:

@@ -18,7 +18,7 @@ import numpy as np
 
 from cxr.decode import decode_image
 from cxr.errors import CxrError, DatasetError
-from cxr.preprocess import resize_square
+from cxr.preprocess import prepare_image
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,34 @@ def fingerprint(images: ImageSet) -> str:
 
 def load_for_model(path: str | Path, image_size: int, policy: str) -> np.ndarray:
     """Decode + resize one file: the exact path used for training, evaluation and serving."""
-    return resize_square(decode_image(path), image_size, policy)
+    return prepare_image(decode_image(path), image_size, policy)
+
+
+def lung_boxes(paths, batch_size: int = 32) -> dict[str, tuple[int, int, int, int] | None]:
+    """{str(path): lung box} for files (None for an unreadable one), batched through the segmenter."""
+    from cxr.lungs import default_segmenter
+
+    segmenter = default_segmenter()
+    out: dict[str, tuple[int, int, int, int] | None] = {}
+    paths = [str(p) for p in paths]
+    for i in range(0, len(paths), batch_size):
+        decoded = []
+        for path in paths[i:i + batch_size]:
+            try:
+                decoded.append((path, decode_image(path)))
+            except CxrError:
+                out[path] = None
+        for (path, _), box in zip(decoded, segmenter.boxes([img for _, img in decoded]), strict=True):
+            out[path] = box.as_tuple()
+    return out
+
+
+def crop_to(img: np.ndarray, box: tuple[int, int, int, int] | None) -> np.ndarray:
+    """The box of a decoded image, at full resolution."""
+    if box is None:
+        raise CxrError("unreadable image")
+    left, top, right, bottom = box
+    return np.asarray(img)[max(top, 0):bottom, max(left, 0):right]
 
 
 def make_dataset(
@@ -147,15 +174,20 @@ def make_dataset(
 
     cues = source_cues if training else None
     rng = np.random.default_rng(seed)
+    # Lung boxes are found once per file, on the clean image: figure cues then go on the lung crop,
+    # where a real figure has them, and the segmenter does not run again every epoch.
+    boxes = lung_boxes(images.paths) if policy == "lungs" else None
 
     def load(path_bytes):
         path = path_bytes.decode()
         try:
-            if cues is None:
-                return load_for_model(path, image_size, policy), True
-            # A child generator per image: the map runs in parallel threads.
-            img = cues(decode_image(path), np.random.default_rng(rng.integers(2**63)))
-            return resize_square(img, image_size, policy), True
+            img = decode_image(path)
+            if boxes is not None:
+                img = crop_to(img, boxes[path])
+            if cues is not None:
+                # A child generator per image: the map runs in parallel threads.
+                img = cues(img, np.random.default_rng(rng.integers(2**63)))
+            return prepare_image(img, image_size, "stretch" if boxes is not None else policy), True
         except CxrError as exc:
             log.warning("skipping %s: %s", Path(path).name, exc)
             return np.zeros((image_size, image_size), np.uint8), False

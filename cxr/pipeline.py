@@ -13,7 +13,7 @@ from PIL import Image
 
 from cxr.decode import decode_image
 from cxr.predict import Predictor
-from cxr.preprocess import to_model_input
+from cxr.preprocess import crop_box, to_model_input
 from cxr.saliency import Explainer, overlay
 
 
@@ -24,6 +24,8 @@ class Analysis:
     probs: np.ndarray  # (C,) calibrated probabilities in the model's class order
     classes: list[str]
     ood_score: float | None = None  # > 1: unlike the X-rays the model was trained on
+    # (left, top, right, bottom) of `img` that became `prepared`: the lung box under the "lungs" policy.
+    box: tuple[int, int, int, int] | None = None
 
     @property
     def ood(self) -> bool:
@@ -40,10 +42,12 @@ class Analysis:
 def analyze(predictor: Predictor, data: bytes, name: str = "") -> Analysis:
     """Decode and classify one upload; raises InvalidImageError for unusable files."""
     img = decode_image(data, name=name)
-    prepared = predictor.prepare(img)
+    box = predictor.input_box(img)
+    prepared = crop_box(img, box, predictor.card.image_size)
     probs, features = predictor.infer(to_model_input(prepared))
     scores = predictor.ood_scores(features)
-    return Analysis(img, prepared, probs[0], predictor.classes, None if scores is None else float(scores[0]))
+    return Analysis(img, prepared, probs[0], predictor.classes, None if scores is None else float(scores[0]),
+                    tuple(int(v) for v in box))
 
 
 def explain(explainer: Explainer, analysis: Analysis, class_index: int | None = None,
@@ -58,6 +62,20 @@ def png_bytes(rgb_or_grey: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(rgb_or_grey).save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
+
+
+def boxed_png(analysis: Analysis, max_side: int = 512) -> bytes:
+    """The upload, shrunk for display, with the part the model saw outlined."""
+    from PIL import ImageDraw
+
+    pil = Image.fromarray(analysis.img).convert("RGB")
+    scale = min(1.0, max_side / max(pil.size))
+    pil = pil.resize((max(1, round(pil.width * scale)), max(1, round(pil.height * scale))))
+    if analysis.box is not None:
+        left, top, right, bottom = (round(v * scale) for v in analysis.box)
+        ImageDraw.Draw(pil).rectangle((left, top, right - 1, bottom - 1), outline=(255, 200, 0),
+                                      width=max(2, round(max(pil.size) / 150)))
+    return png_bytes(np.asarray(pil))
 
 
 def overlay_png(analysis: Analysis, heatmap: np.ndarray, opacity: float = 0.45) -> bytes:

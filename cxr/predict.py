@@ -13,7 +13,7 @@ from cxr.decode import decode_image
 from cxr.errors import CxrError
 from cxr.metrics import classification_metrics
 from cxr.ood import OodGate, feature_output
-from cxr.preprocess import resize_square, to_model_input
+from cxr.preprocess import input_box, prepare_image, to_model_input
 from cxr.store import load_model
 
 
@@ -52,7 +52,11 @@ class Predictor:
 
     def prepare(self, img: np.ndarray) -> np.ndarray:
         """(H, W) uint8 -> (S, S) uint8 at the model's input size."""
-        return resize_square(img, self.card.image_size, self.card.resize_policy)
+        return prepare_image(img, self.card.image_size, self.card.resize_policy)
+
+    def input_box(self, img: np.ndarray) -> tuple[int, int, int, int]:
+        """The part of the original image the model sees (see `cxr.preprocess.input_box`)."""
+        return input_box(img, self.card.resize_policy)
 
     def infer(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Model input (N, S, S, 3) float32 -> (calibrated probabilities (N, C), features (N, D))."""

@@ -12,14 +12,66 @@ from PIL import Image
 # How a non-square X-ray becomes square. "crop" (the default for new models) takes the central
 # square, so the aspect ratio of the source, which differs by hospital, cannot leak into the
 # input; "letterbox" keeps everything but pads with black bars; "stretch" is what the reference
-# design did and distorts non-square images.
-RESIZE_POLICIES = ("crop", "letterbox", "stretch")
+# design did and distorts non-square images. "lungs" crops to the box around the lung fields found
+# by `cxr.lungs` (plus a margin), so the lungs fill every input at the same scale whatever the
+# source's framing, and most of the frame (borders, letters, markers) never reaches the model.
+RESIZE_POLICIES = ("crop", "letterbox", "stretch", "lungs")
+
+
+def input_box(img: np.ndarray, policy: str) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) of the original (H, W) image that becomes the model input.
+
+    Letterbox boxes reach outside the image (the black bars). Used to map a saliency heatmap of
+    the model input back onto the original X-ray.
+    """
+    h, w = np.asarray(img).shape[:2]
+    if policy == "lungs":
+        from cxr.lungs import default_segmenter
+
+        return default_segmenter().box(img).as_tuple()
+    if policy == "crop":
+        side = min(w, h)
+        left, top = (w - side) // 2, (h - side) // 2
+        return left, top, left + side, top + side
+    if policy == "letterbox":
+        side = max(w, h)
+        left, top = -((side - w) // 2), -((side - h) // 2)
+        return left, top, left + side, top + side
+    return 0, 0, w, h
+
+
+def prepare_image(img: np.ndarray, size: int, policy: str = "crop") -> np.ndarray:
+    """(H, W) uint8 -> (size, size) uint8 model input under `policy`: the one path for train and serve."""
+    if policy not in RESIZE_POLICIES:
+        raise ValueError(f"unknown resize policy {policy!r}; choose one of {RESIZE_POLICIES}")
+    return crop_box(img, input_box(img, policy), size)
+
+
+def crop_box(img: np.ndarray, box: tuple[int, int, int, int], size: int) -> np.ndarray:
+    """The `box` of a (H, W) uint8 image (zero outside it), resized to (size, size)."""
+    pil = Image.fromarray(np.asarray(img, np.uint8)).crop(box)
+    return np.asarray(pil.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0), dtype=np.uint8)
+
+
+def place_heatmap(heatmap: np.ndarray, box: tuple[int, int, int, int], shape: tuple[int, int]) -> np.ndarray:
+    """Map a (S, S) heatmap of the model input back onto the (H, W) original; 0 where the model saw nothing."""
+    left, top, right, bottom = box
+    h, w = shape
+    resized = np.asarray(Image.fromarray(np.asarray(heatmap, np.float32)).resize(
+        (right - left, bottom - top), Image.Resampling.BILINEAR), np.float32)
+    out = np.zeros((h, w), np.float32)
+    y0, x0 = max(top, 0), max(left, 0)
+    y1, x1 = min(bottom, h), min(right, w)
+    out[y0:y1, x0:x1] = resized[y0 - top:y1 - top, x0 - left:x1 - left]
+    return out
 
 
 def resize_square(img: np.ndarray, size: int, policy: str = "crop") -> np.ndarray:
-    """Resize a (H, W) uint8 image to (size, size) uint8 under `policy`."""
+    """Resize a (H, W) uint8 image to (size, size) uint8 under a geometric `policy`."""
     if policy not in RESIZE_POLICIES:
         raise ValueError(f"unknown resize policy {policy!r}; choose one of {RESIZE_POLICIES}")
+    if policy == "lungs":
+        return prepare_image(img, size, policy)
     pil = Image.fromarray(img)
     width, height = pil.size
     if policy == "crop":

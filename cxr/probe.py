@@ -15,12 +15,13 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from cxr.data import ImageSet
 from cxr.decode import decode_image
 from cxr.errors import CxrError
 from cxr.metrics import COVID, NORMAL
-from cxr.preprocess import to_model_input
+from cxr.preprocess import crop_box, place_heatmap, to_model_input
 from cxr.shortcut import KINDS, TRAINING_KINDS, degrade
 
 PNEUMONIA = "PNEUMONIA"
@@ -89,16 +90,16 @@ def _summary(p: np.ndarray, clean: np.ndarray, threshold: float) -> dict:
 
 
 def heat_fractions(heat: np.ndarray, lung_mask: np.ndarray | None = None) -> dict[str, float]:
-    """Share of a (S, S) heatmap's mass in the border frame, the centre box and the lung mask."""
+    """Share of a (H, W) heatmap's mass in the border frame, the centre box and the lung mask."""
     heat = np.clip(np.asarray(heat, np.float64), 0, None)
     total = heat.sum()
-    size = heat.shape[0]
+    h, w = heat.shape
     if total <= 0:
         return {key: float("nan") for key in ("border", "centre", "lungs", "lung_area")}
-    b = max(1, round(size * BORDER))
-    inner = heat[b:-b, b:-b].sum()
-    c0 = round(size * (1 - CENTRE) / 2)
-    out = {"border": float((total - inner) / total), "centre": float(heat[c0:size - c0, c0:size - c0].sum() / total)}
+    bh, bw = max(1, round(h * BORDER)), max(1, round(w * BORDER))
+    inner = heat[bh:-bh, bw:-bw].sum()
+    ch, cw = round(h * (1 - CENTRE) / 2), round(w * (1 - CENTRE) / 2)
+    out = {"border": float((total - inner) / total), "centre": float(heat[ch:h - ch, cw:w - cw].sum() / total)}
     out["lungs"] = float(heat[lung_mask].sum() / total) if lung_mask is not None else float("nan")
     # The lungs' share of the frame: what a heatmap spread evenly would put inside them.
     out["lung_area"] = float(lung_mask.mean()) if lung_mask is not None else float("nan")
@@ -116,20 +117,36 @@ def lung_masks(lungs_root: Path, split: str = "test") -> dict[str, Path]:
 def heat_location(predictor, explainer, images: ImageSet, masks: dict[str, Path] | None = None,
                   method: str = "gradcam") -> dict:
     """Where the saliency of the predicted class falls on each image, summarised per class."""
+    """Where the saliency of the predicted class falls on each image, summarised per class.
+
+    Two frames: the model input (what the model saw) and the original X-ray, with the heatmap
+    mapped back and zero outside the part the model saw. Borders, letters and collimation edges
+    live in the original's outer frame; a model that crops them away cannot look at them.
+    """
     rows: dict[str, list[dict]] = {c: [] for c in images.classes}
     for path, label in zip(images.paths, images.labels, strict=False):
-        x = to_model_input(predictor.prepare(decode_image(path)))
+        img = decode_image(path)
+        box = predictor.input_box(img)
+        x = to_model_input(crop_box(img, box, predictor.card.image_size))
         predicted = int(np.argmax(predictor.predict_batch(x)[0]))
         heat = explainer.heatmap(x, predicted, method)
-        mask = None
+        mask = mask_input = None
         if masks and path.name in masks:
-            mask = predictor.prepare(decode_image(masks[path.name])) >= 128  # same crop as the image
-        rows[images.classes[label]].append(heat_fractions(heat, mask))
+            mask = np.asarray(Image.open(masks[path.name]).convert("L")) >= 128
+        if mask is not None and mask.shape != img.shape:
+            mask = None  # a mask for another copy of the image: unusable
+        if mask is not None:
+            mask_input = crop_box(mask.astype(np.uint8) * 255, box, predictor.card.image_size) >= 128
+        row = heat_fractions(heat, mask_input)
+        original = heat_fractions(place_heatmap(heat, box, img.shape), mask)
+        row.update({f"{key}_original": value for key, value in original.items()})
+        rows[images.classes[label]].append(row)
     every = [r for rs in rows.values() for r in rs]
 
     def summary(rs: list[dict]) -> dict:
         out = {"n": len(rs)}
-        for key in ("border", "centre", "lungs", "lung_area"):
+        for key in ("border", "centre", "lungs", "lung_area", "border_original", "lungs_original",
+                    "lung_area_original"):
             values = np.array([r[key] for r in rs], np.float64)
             values = values[~np.isnan(values)]
             out[f"{key}_mean"] = round(float(values.mean()), 4) if len(values) else None

@@ -46,7 +46,9 @@ class TrainConfig:
     # validation accuracy fell to 0.35-0.48 by epoch 10 against 0.55-0.80 without it.
     ema: bool = False
     image_size: int | None = None  # None = the architecture's own (cxr.model.DEFAULT_IMAGE_SIZE)
-    resize_policy: str = "crop"
+    # "lungs": crop to the lung fields (cxr.lungs), so how a source frames the chest cannot mark
+    # the class; "crop" (central square) was the recipe before, and the shipped reference models'.
+    resize_policy: str = "lungs"
     augment: bool = True
     # Share of training images (of every class) made to look like journal figures: downscaled,
     # JPEG-compressed, cropped, lettered, with arrows and borders (cxr.shortcut). 0 = the plain
@@ -195,6 +197,12 @@ def train(
             "history": hist,
         },
     )
+    if config.resize_policy == "lungs":
+        from cxr.lungs import default_segmenter
+
+        # Which segmenter cut the lung boxes: the same one must serve this model.
+        info = default_segmenter().info
+        card.training["lung_segmenter"] = {"sha256": info.get("sha256"), "test": info.get("test")}
     write_extra = finalize(model, card, train_set, val_set, config.batch_size)
     saved = store.save(model, card, write_extra)
     if activate:

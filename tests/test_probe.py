@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from cxr.data import load_imageset
 from cxr.predict import Predictor
@@ -47,8 +48,11 @@ def test_probe_and_heat_location_on_a_trained_model(tiny_model, mini_data, tmp_p
     normal_path = next(p for p, y in zip(images.paths, images.labels) if images.classes[y] == "NORMAL")
     masks_dir = tmp_path / "test" / "masks"
     masks_dir.mkdir(parents=True)
-    mask = np.zeros((300, 300), np.uint8)
-    mask[:, :150] = 255
+    from cxr.decode import decode_image
+
+    height, width = decode_image(normal_path).shape
+    mask = np.zeros((height, width), np.uint8)
+    mask[:, : width // 2] = 255
     (masks_dir / (normal_path.stem + ".png")).write_bytes(factory.png_bytes(mask))
     from cxr.probe import lung_masks
 
@@ -56,7 +60,10 @@ def test_probe_and_heat_location_on_a_trained_model(tiny_model, mini_data, tmp_p
     assert normal_path.with_suffix(".jpg").name in masks
     heat = heat_location(predictor, Explainer(predictor.model, predictor.card.arch), images, masks)
     assert heat["n"] == len(images) and 0 <= heat["border_mean"] <= 1
-    assert heat["n_with_lung_mask"] == 1 and 0.3 < heat["lung_area_mean"] < 0.7
+    assert heat["n_with_lung_mask"] == 1 and 0 <= heat["lungs_mean"] <= 1
+    # In the original frame the mask is exactly half the image, whatever the model cropped.
+    assert heat["lung_area_original_mean"] == pytest.approx(0.5, abs=0.01)
+    assert 0 <= heat["border_original_mean"] <= 1
 
 
 def test_shipped_model_passes_the_journal_figure_probe(full_data):

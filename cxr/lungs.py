@@ -1,0 +1,226 @@
+"""Lung fields: a small U-Net segmenter and the lung-box crop it drives.
+
+Why: in the public COVID-19 collections the figures are cropped tight to the lungs while hospital
+originals show shoulders, neck and abdomen, so *how much of the frame the lungs fill* marks the
+source. Cropping every X-ray to the box around its lung fields (plus a margin) before classifying
+puts the lungs at the same scale in every input and drops most of the frame, where borders,
+letters and markers live.
+
+The segmenter is trained on `cxr-lungs` (normal OpenIST X-rays with masks; see
+`cxr.lungs_train`) and shipped in `assets/lung-segmenter/`. It only needs to be good enough for a
+bounding box: a missed opacity inside a lung does not move the box's edges much.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from cxr.config import REPO_ROOT
+from cxr.errors import ModelError
+
+SEG_SIZE = 128  # segmenter input side; a lung box needs no finer detail
+SEGMENTER_FILE = "segmenter.keras"
+SEGMENTER_CARD = "segmenter.json"
+MARGIN = 0.08  # of the box's side, on each side: keeps the costophrenic angles and apices in view
+# A mask smaller than this share of the frame, or a box narrower than this share of a side, is
+# not a pair of lungs (a photo, a lateral view, a failed segmentation): fall back to the centre.
+MIN_AREA = 0.04
+MIN_SIDE = 0.25
+
+
+@dataclass(frozen=True)
+class LungBox:
+    """The crop the classifier sees, in original pixel coordinates (right/bottom exclusive)."""
+
+    left: int
+    top: int
+    right: int
+    bottom: int
+    found: bool  # False: no plausible lungs, the box is the central square
+    lung_area: float  # share of the frame the mask covers
+
+    def as_tuple(self) -> tuple[int, int, int, int]:
+        return self.left, self.top, self.right, self.bottom
+
+
+def default_segmenter_dir() -> Path:
+    return Path(os.environ.get("CXR_LUNG_SEGMENTER", REPO_ROOT / "assets" / "lung-segmenter"))
+
+
+def build_segmenter(width: int = 12) -> object:
+    """A four-level U-Net on (SEG_SIZE, SEG_SIZE, 1) floats in 0..255 -> lung probability map."""
+    import keras
+    from keras import layers
+
+    from cxr.layers import PerImageStandardization
+
+    def block(x, filters, name):
+        for i in (1, 2):
+            x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv{i}")(x)
+            x = layers.BatchNormalization(name=f"{name}_bn{i}")(x)
+            x = layers.ReLU(name=f"{name}_relu{i}")(x)
+        return x
+
+    inputs = keras.Input((SEG_SIZE, SEG_SIZE, 1), name="image")
+    x = PerImageStandardization(name="standardize")(inputs)
+    skips = []
+    for level, mult in enumerate((1, 2, 4)):
+        x = block(x, width * mult, f"down{level}")
+        skips.append(x)
+        x = layers.MaxPooling2D(2, name=f"pool{level}")(x)
+    x = block(x, width * 8, "bottom")
+    for level, mult in reversed(list(enumerate((1, 2, 4)))):
+        x = layers.UpSampling2D(2, interpolation="bilinear", name=f"up{level}")(x)
+        x = layers.Concatenate(name=f"skip{level}")([x, skips[level]])
+        x = block(x, width * mult, f"dec{level}")
+    outputs = layers.Conv2D(1, 1, activation="sigmoid", name="mask")(x)
+    return keras.Model(inputs, outputs, name="lung_segmenter")
+
+
+def to_segmenter_input(img: np.ndarray) -> np.ndarray:
+    """(H, W) uint8 -> (SEG_SIZE, SEG_SIZE) float32, stretched: the mask is stretched back."""
+    small = Image.fromarray(np.asarray(img, np.uint8)).resize((SEG_SIZE, SEG_SIZE), Image.Resampling.BILINEAR,
+                                                              reducing_gap=2.0)
+    return np.asarray(small, np.float32)
+
+
+class LungSegmenter:
+    """Loaded segmenter; thread-safe (`tf.data` calls it from several threads)."""
+
+    def __init__(self, model, info: dict | None = None):
+        import tensorflow as tf
+
+        self.model = model
+        self.info = info or {}
+        self._forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, folder: Path | None = None) -> LungSegmenter:
+        import keras
+
+        import cxr.layers  # noqa: F401  registers PerImageStandardization
+
+        folder = Path(folder or default_segmenter_dir())
+        path = folder / SEGMENTER_FILE
+        if not path.is_file():
+            raise ModelError(f"No lung segmenter at {path}; train one with `python -m cxr segmenter`.")
+        try:
+            model = keras.models.load_model(path, compile=False, safe_mode=True)
+        except Exception as exc:  # a damaged file: say so, do not crash the caller
+            raise ModelError(f"The lung segmenter {path} is unreadable: {exc}") from None
+        info = {}
+        card = folder / SEGMENTER_CARD
+        if card.is_file():
+            info = json.loads(card.read_text(encoding="utf-8"))
+        info["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+        return cls(model, info)
+
+    def probabilities(self, imgs: list[np.ndarray]) -> np.ndarray:
+        """Decoded (H, W) uint8 images -> (N, SEG_SIZE, SEG_SIZE) lung probabilities."""
+        if not imgs:
+            return np.zeros((0, SEG_SIZE, SEG_SIZE), np.float32)
+        x = np.stack([to_segmenter_input(img) for img in imgs])[..., None]
+        with self._lock:  # one forward at a time: both cores already serve it
+            return np.asarray(self._forward(x), np.float32)[..., 0]
+
+    def masks(self, imgs: list[np.ndarray]) -> list[np.ndarray]:
+        """Boolean lung masks at each image's own size."""
+        out = []
+        for img, prob in zip(imgs, self.probabilities(imgs), strict=True):
+            h, w = img.shape
+            up = Image.fromarray((prob * 255).astype(np.uint8)).resize((w, h), Image.Resampling.BILINEAR)
+            out.append(np.asarray(up) >= 128)
+        return out
+
+    def boxes(self, imgs: list[np.ndarray]) -> list[LungBox]:
+        return [lung_box(prob, img.shape) for img, prob in zip(imgs, self.probabilities(imgs), strict=True)]
+
+    def box(self, img: np.ndarray) -> LungBox:
+        return self.boxes([img])[0]
+
+
+@lru_cache(maxsize=4)
+def _load_cached(folder: str) -> LungSegmenter:
+    return LungSegmenter.load(Path(folder))
+
+
+def default_segmenter() -> LungSegmenter:
+    """The shipped segmenter, loaded once per process."""
+    return _load_cached(str(default_segmenter_dir().resolve()))
+
+
+EDGE = 0.15  # a region centred in the outer 15 % of the width is an arm or a shoulder, not a lung
+
+
+def keep_largest(mask: np.ndarray, count: int = 2) -> np.ndarray:
+    """The `count` largest connected regions of a boolean mask (two lungs; specks and arms dropped)."""
+    from scipy import ndimage
+
+    labels, n = ndimage.label(mask)
+    if n == 0:
+        return mask
+    index = np.arange(1, n + 1)
+    sizes = np.asarray(ndimage.sum(mask, labels, index=index), np.float64)
+    centres_x = np.array([c[1] for c in ndimage.center_of_mass(mask, labels, index)]) / mask.shape[1]
+    lateral = (centres_x < EDGE) | (centres_x > 1 - EDGE)
+    if not lateral.all():
+        sizes[lateral] = 0  # the upper arms of a wide AP film segment like lungs
+    keep = index[np.argsort(sizes)[::-1][:count]]
+    keep = keep[sizes[keep - 1] > 0]
+    return np.isin(labels, keep)
+
+
+def central_square(shape: tuple[int, int]) -> tuple[int, int, int, int]:
+    h, w = shape
+    side = min(h, w)
+    left, top = (w - side) // 2, (h - side) // 2
+    return left, top, left + side, top + side
+
+
+def lung_box(prob: np.ndarray, shape: tuple[int, int]) -> LungBox:
+    """Square-ish box around the lungs of a (SEG_SIZE, SEG_SIZE) probability map, in (H, W) pixels."""
+    h, w = shape
+    mask = keep_largest(prob >= 0.5)
+    area = float(mask.mean())
+    rows, cols = np.nonzero(mask)
+    if area < MIN_AREA or len(rows) == 0:
+        return LungBox(*central_square(shape), found=False, lung_area=area)
+    sy, sx = h / SEG_SIZE, w / SEG_SIZE
+    top, bottom = rows.min() * sy, (rows.max() + 1) * sy
+    left, right = cols.min() * sx, (cols.max() + 1) * sx
+    if (right - left) < MIN_SIDE * w or (bottom - top) < MIN_SIDE * h:
+        return LungBox(*central_square(shape), found=False, lung_area=area)
+    # Square in pixels, so lungs keep their shape; clipped to the frame (then the resize stretches a little).
+    side = max(right - left, bottom - top) * (1 + 2 * MARGIN)
+    cx, cy = (left + right) / 2, (top + bottom) / 2
+    bw, bh = min(side, w), min(side, h)
+    x0 = int(round(min(max(cx - bw / 2, 0), w - bw)))
+    y0 = int(round(min(max(cy - bh / 2, 0), h - bh)))
+    return LungBox(x0, y0, x0 + int(round(bw)), y0 + int(round(bh)), found=True, lung_area=area)
+
+
+def crop_to_lungs(img: np.ndarray, segmenter: LungSegmenter | None = None) -> np.ndarray:
+    """(H, W) uint8 -> the lung-box crop of it (uint8, roughly square)."""
+    box = (segmenter or default_segmenter()).box(img)
+    return np.asarray(img)[box.top:box.bottom, box.left:box.right]
+
+
+def dice(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Overlap of two boolean masks: 1 = identical, 0 = disjoint."""
+    pred, truth = np.asarray(pred, bool), np.asarray(truth, bool)
+    total = pred.sum() + truth.sum()
+    return 1.0 if total == 0 else float(2 * (pred & truth).sum() / total)
+
+
+def box_record(box: LungBox) -> dict:
+    return asdict(box)
