@@ -27,16 +27,35 @@ from cxr.shortcut import KINDS, TRAINING_KINDS, degrade
 PNEUMONIA = "PNEUMONIA"
 
 # Plain words for the model card and the Evaluation page.
-MAY_LEARN = (
-    "In the training data every COVID-19 image is a figure from a paper or a case page (small, cropped, "
-    "compressed, with letters and arrows), while normal and pneumonia images are hospital originals. "
-    "A model can score well by recognising *the kind of image* instead of the lungs. This model was "
-    "trained with those figure cues added to images of every class, and it is checked with the probe below: "
-    "normal X-rays made to look like figures should not become COVID-19, and its saliency should sit on "
-    "the thorax, not on the borders. It may still rely on cues the probe does not imitate (the scanner, "
-    "the patient population, the stage of disease in published cases), so its internal test figures "
-    "overstate how it would do on X-rays from another hospital."
+_SOURCES = (
+    "In the training data every COVID-19 image is a figure from a paper or a case page (small, cropped "
+    "tight to the lungs, compressed, with letters and arrows), while normal and pneumonia images are hospital "
+    "originals. A model can score well by recognising *the kind of image* instead of the lungs. "
 )
+_RECIPE = {
+    "lungs": "This model only sees the box around the lung fields (found by a lung segmenter), at the same scale "
+             "whatever the source's framing, so borders, most letters and markers, and the tightness of a crop "
+             "never reach it; ",
+    "crop": "This model sees the central square of each X-ray, so the aspect ratio cannot leak in, but a tight "
+            "crop still shows the lungs larger than an original does; ",
+}
+_CUES = {True: "it was trained with figure cues added to images of every class. ",
+         False: "it was trained without figure cues. "}
+_CHECK = (
+    "The probe below checks it: normal X-rays made to look like figures should not become COVID-19, and its "
+    "saliency should sit on the lungs, not on the borders. It may still rely on cues the probe does not imitate "
+    "(the scanner, the patient population, the stage of disease in published cases), so its internal test "
+    "figures overstate how it would do on X-rays from another hospital."
+)
+
+
+def may_learn(card) -> str:
+    """What a model with this card may be learning instead of disease, in plain words."""
+    recipe = _RECIPE.get(card.resize_policy, "This model: ")
+    cues = bool(card.training.get("config", {}).get("source_cues", 0))
+    return _SOURCES + recipe + _CUES[cues] + _CHECK
+
+
 # Single cues, then everything at once: what a real figure looks like.
 VARIANTS = {**{kind: (kind,) for kind in KINDS}, "journal_figure": TRAINING_KINDS + ("caption",)}
 BORDER = 0.10  # outer frame, as a fraction of the side: 36 % of the area

@@ -74,3 +74,16 @@ def test_shipped_model_passes_the_journal_figure_probe(full_data):
     probe = figure_probe(predictor, load_imageset(full_data, "test", predictor.classes))
     assert probe["classes"]["NORMAL"]["n"] > 100
     assert probe["normal_journal_figure_below_threshold"] >= 0.95, probe["classes"]["NORMAL"]
+
+
+def test_may_learn_describes_the_models_own_recipe():
+    from cxr.card import ModelCard
+    from cxr.probe import may_learn
+
+    lungs = may_learn(ModelCard("a", "cxrnet", ["COVID19", "NORMAL"], 224, "lungs",
+                                training={"config": {"source_cues": 0.5}}))
+    plain = may_learn(ModelCard("b", "cxrnet", ["COVID19", "NORMAL"], 224, "crop",
+                                training={"config": {"source_cues": 0.0}}))
+    assert "lung fields" in lungs and "with figure cues" in lungs
+    assert "central square" in plain and "without figure cues" in plain
+    assert all("kind of image" in text for text in (lungs, plain))

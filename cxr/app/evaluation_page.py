@@ -14,7 +14,7 @@ from cxr.datasets import list_datasets
 from cxr.eda import aspect_separability, image_statistics
 from cxr.errors import CxrError
 from cxr.metrics import reliability_bins, roc_points
-from cxr.probe import MAY_LEARN, figure_probe, heat_location, lung_masks
+from cxr.probe import figure_probe, heat_location, lung_masks, may_learn
 from cxr.report import metrics_by_normal_source
 
 
@@ -115,7 +115,7 @@ with tab_metrics:
 with tab_shortcuts:
     card = load_predictor(path).card
     st.markdown("**What this model may be learning**")
-    st.markdown(MAY_LEARN)
+    st.markdown(may_learn(card))
     calibration = card.metrics.get("calibration")
     if calibration:
         st.markdown(f"**Calibration** (fitted on validation): temperature {calibration['temperature']:.3f}, "
