@@ -8,6 +8,7 @@ import streamlit as st
 
 from cxr import __version__
 from cxr.app.resources import active_model_path, load_predictor
+from cxr.probe import may_learn
 
 st.title("About this model")
 st.error("**Research demo, not a medical device.** Not for diagnosis, triage or any clinical decision.")
@@ -24,9 +25,11 @@ arrows); pneumonia and most normal images come from one US archive (NIH ChestX-r
 
 **Known bias: the model may learn the hospital, not the disease.** Every COVID-19 image comes from
 other hospitals and publication pipelines than every pneumonia image. A model can separate them by
-image size, crop, aspect ratio, JPEG history or burned-in text. This model centre-crops to a
-square, standardises intensities per image, and was trained with those figure cues (downscaling,
-JPEG, crops, letters, arrows, borders) added to images of *every* class; the Evaluation page's
+image size, crop, aspect ratio, JPEG history or burned-in text. The current recipe crops every
+X-ray to the box around its lung fields (found by a small segmentation network trained on the
+OpenIST lung masks), so the framing of the source and most of its borders and letters never reach
+the classifier; it standardises intensities per image, and adds those figure cues (downscaling,
+JPEG, crops, letters, arrows, borders) to training images of *every* class. The Evaluation page's
 shortcut probe checks that normal X-rays made to look like figures do not turn into COVID-19.
 Internal test metrics still come from the same sources as training and cannot prove it learned
 lung findings. Published COVID-19 X-ray models lose most of their accuracy on other hospitals' images.
@@ -52,6 +55,7 @@ if path is not None:
     cols[3].metric("COVID-19 threshold", f"{card.covid_threshold:.2f}")
     st.markdown(f"Trained {card.created[:10]} with `{card.training.get('command', '?')}`; "
                 f"data fingerprint `{card.training.get('data', {}).get('fingerprint', '?')[:16]}...`")
+    st.markdown(f"**What this model may be learning.** {may_learn(card)}")
     with st.expander("Full model card (JSON)"):
         st.code(json.dumps(json.loads(card.to_json()), indent=2), language="json")
 st.caption(f"cxr {__version__}")

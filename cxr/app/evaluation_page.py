@@ -35,6 +35,13 @@ def run_probe(model_path: str, data: str) -> dict:
             "heat": heat_location(predictor, load_explainer(model_path), images, masks)}
 
 
+def original_frame(heat: dict) -> tuple[float, float | None, float | None]:
+    """Border heat, lung heat and lung area on the original X-ray (older records: the model input)."""
+    if "border_original_mean" in heat:
+        return heat["border_original_mean"], heat.get("lungs_original_mean"), heat.get("lung_area_original_mean")
+    return heat["border_mean"], heat.get("lungs_mean"), heat.get("lung_area_mean")
+
+
 def show_probe(result: dict) -> None:
     probe, heat = result["probe"], result["heat"]
     c = st.columns(3)
@@ -43,13 +50,15 @@ def show_probe(result: dict) -> None:
         c[0].metric("Figure-like normals kept below threshold", f"{below:.1%}",
                     help="NORMAL test images degraded like journal figures whose P(COVID19) stays below the "
                          f"operating threshold {probe['threshold']:.2f}. The goal is at least 95 %.")
-    c[1].metric("Grad-CAM heat in the outer border", f"{heat['border_mean']:.1%}",
-                help=f"Share of saliency in the outer {heat['border_width']:.0%} frame; heat spread evenly would "
-                     f"put {heat['uniform_border']:.0%} there. Letters, markers and edges live in the border.")
-    if heat.get("lungs_mean") is not None:
-        c[2].metric("Heat inside the lung fields", f"{heat['lungs_mean']:.1%}",
+    border, lungs, area = original_frame(heat)
+    c[1].metric("Grad-CAM heat in the outer border", f"{border:.1%}",
+                help=f"Share of saliency in the outer {heat['border_width']:.0%} frame of the uploaded X-ray "
+                     "(heat mapped back from the model input; none where the model saw nothing). Heat spread "
+                     f"evenly would put {heat['uniform_border']:.0%} there. Letters, markers and edges live there.")
+    if lungs is not None:
+        c[2].metric("Heat inside the lung fields", f"{lungs:.1%}",
                     help=f"On the {heat['n_with_lung_mask']} test normals with a lung mask; the lungs cover "
-                         f"{heat['lung_area_mean']:.0%} of the frame on average.")
+                         f"{area:.0%} of the frame on average.")
     rows = [{"class": name, "variant": variant, **figures} for name, per in probe["classes"].items()
             for variant, figures in per.items() if isinstance(figures, dict)]
     st.dataframe(pd.DataFrame(rows), hide_index=True)
@@ -86,7 +95,8 @@ with tab_metrics:
     c[3].metric("ECE", f"{metrics['ece']:.3f}")
     recorded = load_predictor(path).card.metrics.get("shortcut_probe")
     if recorded:
-        below, border = recorded["probe"].get("normal_journal_figure_below_threshold"), recorded["heat"]["border_mean"]
+        below = recorded["probe"].get("normal_journal_figure_below_threshold")
+        border = original_frame(recorded["heat"])[0]
         st.markdown(f"Shortcut probe (recorded with the model): **{below:.1%}** of normals made to look like journal "
                     f"figures stay below the COVID-19 threshold; **{border:.1%}** of Grad-CAM heat falls in the "
                     f"outer border (see the *Shortcuts and calibration* tab).")
