@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of training images of every class degraded like journal figures (0 = plain recipe)")
     p.add_argument("--ema", action="store_true", help="validate and keep a moving average of the weights")
     p.add_argument("--val-fraction", type=float, default=0.15)
-    p.add_argument("--patience", type=int, default=8)
+    p.add_argument("--patience", type=int, default=12)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--binary", action="store_true", help="two classes, sigmoid head")
     p.add_argument("--classes", default=None, help="comma-separated class folders to use, e.g. COVID19,NORMAL")
