@@ -167,7 +167,12 @@ def _save(model, info: dict, out_dir: Path) -> None:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = out_dir.with_name(f".{out_dir.name}.staging")
     staging.mkdir(exist_ok=True)
-    model.save(staging / SEGMENTER_FILE)
+    import keras
+
+    # A clean, uncompiled copy: the optimizer state would triple the file and is never needed.
+    clean = keras.models.clone_model(model)
+    clean.set_weights(model.get_weights())
+    clean.save(staging / SEGMENTER_FILE)
     (staging / SEGMENTER_CARD).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     old = out_dir.with_name(f".{out_dir.name}.old")
     if out_dir.exists():
