@@ -167,10 +167,8 @@ def _save(model, info: dict, out_dir: Path) -> None:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = out_dir.with_name(f".{out_dir.name}.staging")
     staging.mkdir(exist_ok=True)
-    import keras
-
-    # A clean, uncompiled copy: the optimizer state would triple the file and is never needed.
-    clean = keras.models.clone_model(model)
+    # A fresh, uncompiled copy: the optimizer state would triple the file and is never needed.
+    clean = build_segmenter()
     clean.set_weights(model.get_weights())
     clean.save(staging / SEGMENTER_FILE)
     (staging / SEGMENTER_CARD).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
