@@ -66,14 +66,23 @@ def test_probe_and_heat_location_on_a_trained_model(tiny_model, mini_data, tmp_p
     assert 0 <= heat["border_original_mean"] <= 1
 
 
-def test_shipped_model_passes_the_journal_figure_probe(full_data):
-    """The shipped model must not call normal X-rays COVID-19 because they look like figures."""
+def test_shipped_model_ignores_journal_figure_cues(full_data):
+    """Normal X-rays made to look like figures must not move towards COVID-19, and neither may a tight
+    crop alone (the cue the centre-crop models kept: +0.27 to +0.40 mean rise).
+
+    Threshold-free on purpose: the share below the operating threshold also counts the clean normals
+    the threshold already calls positive (see models/README.md), which is specificity, not shortcut.
+    """
     from tests import factory
 
     predictor = Predictor.from_path(factory.shipped_path())
     probe = figure_probe(predictor, load_imageset(full_data, "test", predictor.classes))
-    assert probe["classes"]["NORMAL"]["n"] > 100
-    assert probe["normal_journal_figure_below_threshold"] >= 0.95, probe["classes"]["NORMAL"]
+    normal = probe["classes"]["NORMAL"]
+    assert normal["n"] > 100
+    assert normal["journal_figure"]["mean_rise"] <= 0.03, normal["journal_figure"]
+    assert normal["crop"]["mean_rise"] <= 0.10, normal["crop"]
+    # As many figure-like normals stay below the threshold as clean ones, within 3 points.
+    assert normal["journal_figure"]["below_threshold"] >= normal["clean"]["below_threshold"] - 0.03
 
 
 def test_may_learn_describes_the_models_own_recipe():
