@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from cxr.metrics import classification_metrics
 from cxr.ood import OodGate, feature_output
 from cxr.preprocess import input_box, prepare_image, to_model_input
 from cxr.store import load_model
+
+log = logging.getLogger(__name__)
 
 
 def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
@@ -44,7 +47,23 @@ class Predictor:
 
     @classmethod
     def from_path(cls, path: str | Path) -> Predictor:
-        return cls(*load_model(Path(path)), OodGate.load(Path(path)))
+        predictor = cls(*load_model(Path(path)), OodGate.load(Path(path)))
+        predictor.check_lung_segmenter()
+        return predictor
+
+    def check_lung_segmenter(self) -> bool:
+        """Warn if a lung-box model is served by another segmenter than the one it was trained with."""
+        trained = self.card.training.get("lung_segmenter", {}).get("sha256")
+        if self.card.resize_policy != "lungs" or not trained:
+            return True
+        from cxr.lungs import default_segmenter
+
+        serving = default_segmenter().info.get("sha256")
+        if serving != trained:
+            log.warning("%s was trained with lung segmenter %s but is served by %s; its lung boxes may differ",
+                        self.card.name, trained[:12], (serving or "?")[:12])
+            return False
+        return True
 
     @property
     def classes(self) -> list[str]:

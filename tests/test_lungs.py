@@ -131,3 +131,22 @@ def test_lungs_policy_dataset_matches_serving_exactly(mini_data):
     for i, path in enumerate(images.paths):
         served = prepare_image(decode_image(path), 96, "lungs")
         assert np.array_equal(batch[i, ..., 0].astype(np.uint8), served)
+
+
+def test_shipped_model_is_served_by_the_segmenter_it_was_trained_with(monkeypatch, tmp_path):
+    from cxr.lungs import _load_cached, default_segmenter_dir
+    from cxr.predict import Predictor
+    from tests import factory
+
+    predictor = Predictor.from_path(factory.shipped_path())
+    assert predictor.card.resize_policy == "lungs" and predictor.check_lung_segmenter()
+    # Another segmenter (same weights, re-saved: another file) is noticed.
+    other = tmp_path / "other-segmenter"
+    shutil.copytree(default_segmenter_dir(), other)
+    (other / "segmenter.keras").write_bytes((other / "segmenter.keras").read_bytes() + b"\0")
+    monkeypatch.setenv("CXR_LUNG_SEGMENTER", str(other))
+    _load_cached.cache_clear()
+    try:
+        assert not predictor.check_lung_segmenter()
+    finally:
+        _load_cached.cache_clear()
