@@ -17,7 +17,7 @@ import hashlib
 import json
 import os
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -135,18 +135,20 @@ class LungSegmenter:
 
     def masks(self, imgs: list[np.ndarray]) -> list[np.ndarray]:
         """Boolean lung masks at each image's own size."""
-        out = []
-        for img, prob in zip(imgs, self.probabilities(imgs), strict=True):
-            h, w = img.shape
-            up = Image.fromarray((prob * 255).astype(np.uint8)).resize((w, h), Image.Resampling.BILINEAR)
-            out.append(np.asarray(up) >= 128)
-        return out
+        return [full_size_mask(prob, img.shape) for img, prob in zip(imgs, self.probabilities(imgs), strict=True)]
 
     def boxes(self, imgs: list[np.ndarray]) -> list[LungBox]:
         return [lung_box(prob, img.shape) for img, prob in zip(imgs, self.probabilities(imgs), strict=True)]
 
     def box(self, img: np.ndarray) -> LungBox:
         return self.boxes([img])[0]
+
+
+def full_size_mask(prob: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A (SEG_SIZE, SEG_SIZE) probability map -> boolean mask of an (H, W) image."""
+    h, w = shape
+    up = Image.fromarray((prob * 255).astype(np.uint8)).resize((w, h), Image.Resampling.BILINEAR)
+    return np.asarray(up) >= 128
 
 
 @lru_cache(maxsize=4)
@@ -209,18 +211,8 @@ def lung_box(prob: np.ndarray, shape: tuple[int, int]) -> LungBox:
     return LungBox(x0, y0, x0 + int(round(bw)), y0 + int(round(bh)), found=True, lung_area=area)
 
 
-def crop_to_lungs(img: np.ndarray, segmenter: LungSegmenter | None = None) -> np.ndarray:
-    """(H, W) uint8 -> the lung-box crop of it (uint8, roughly square)."""
-    box = (segmenter or default_segmenter()).box(img)
-    return np.asarray(img)[box.top:box.bottom, box.left:box.right]
-
-
 def dice(pred: np.ndarray, truth: np.ndarray) -> float:
     """Overlap of two boolean masks: 1 = identical, 0 = disjoint."""
     pred, truth = np.asarray(pred, bool), np.asarray(truth, bool)
     total = pred.sum() + truth.sum()
     return 1.0 if total == 0 else float(2 * (pred & truth).sum() / total)
-
-
-def box_record(box: LungBox) -> dict:
-    return asdict(box)

@@ -20,7 +20,16 @@ from PIL import Image
 
 from cxr.decode import decode_image
 from cxr.errors import DatasetError
-from cxr.lungs import SEG_SIZE, SEGMENTER_CARD, SEGMENTER_FILE, LungSegmenter, build_segmenter, dice, lung_box
+from cxr.lungs import (
+    SEG_SIZE,
+    SEGMENTER_CARD,
+    SEGMENTER_FILE,
+    LungSegmenter,
+    build_segmenter,
+    dice,
+    full_size_mask,
+    lung_box,
+)
 from cxr.shortcut import degrade
 
 # Geometry-free figure cues only: the mask must stay aligned with the image.
@@ -102,10 +111,9 @@ def _figure_copies(imgs: list[np.ndarray], seed: int) -> list[np.ndarray]:
 
 def evaluate_segmenter(segmenter: LungSegmenter, imgs: list[np.ndarray], masks: list[np.ndarray]) -> dict:
     """Dice at full resolution, and how often the lung box holds the whole true mask."""
-    predicted = segmenter.masks(imgs)
-    dices = [dice(p, t) for p, t in zip(predicted, masks, strict=True)]
-    covered = []
+    dices, covered = [], []
     for img, mask, prob in zip(imgs, masks, segmenter.probabilities(imgs), strict=True):
+        dices.append(dice(full_size_mask(prob, img.shape), mask))
         box = lung_box(prob, img.shape)
         inside = mask[box.top:box.bottom, box.left:box.right].sum()
         covered.append(inside / max(1, mask.sum()))
