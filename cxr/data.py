@@ -18,7 +18,7 @@ import numpy as np
 
 from cxr.decode import decode_image
 from cxr.errors import CxrError, DatasetError
-from cxr.preprocess import prepare_image
+from cxr.preprocess import input_boxes, prepare_image
 
 log = logging.getLogger(__name__)
 
@@ -127,9 +127,6 @@ def load_for_model(path: str | Path, image_size: int, policy: str) -> np.ndarray
 
 def lung_boxes(paths, batch_size: int = 32) -> dict[str, tuple[int, int, int, int] | None]:
     """{str(path): lung box} for files (None for an unreadable one), batched through the segmenter."""
-    from cxr.lungs import default_segmenter
-
-    segmenter = default_segmenter()
     out: dict[str, tuple[int, int, int, int] | None] = {}
     paths = [str(p) for p in paths]
     for i in range(0, len(paths), batch_size):
@@ -139,8 +136,8 @@ def lung_boxes(paths, batch_size: int = 32) -> dict[str, tuple[int, int, int, in
                 decoded.append((path, decode_image(path)))
             except CxrError:
                 out[path] = None
-        for (path, _), box in zip(decoded, segmenter.boxes([img for _, img in decoded]), strict=True):
-            out[path] = box.as_tuple()
+        for (path, _), box in zip(decoded, input_boxes([img for _, img in decoded], "lungs"), strict=True):
+            out[path] = box
     return out
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from cxr.lungs import central_square
+
 # How a non-square X-ray becomes square. "crop" (the default for new models) takes the central
 # square, so the aspect ratio of the source, which differs by hospital, cannot leak into the
 # input; "letterbox" keeps everything but pads with black bars; "stretch" is what the reference
@@ -24,15 +26,22 @@ def input_box(img: np.ndarray, policy: str) -> tuple[int, int, int, int]:
     Letterbox boxes reach outside the image (the black bars). Used to map a saliency heatmap of
     the model input back onto the original X-ray.
     """
-    h, w = np.asarray(img).shape[:2]
+    return input_boxes([img], policy)[0]
+
+
+def input_boxes(imgs: list[np.ndarray], policy: str) -> list[tuple[int, int, int, int]]:
+    """`input_box` of several images; under "lungs" they go through the segmenter as one batch."""
     if policy == "lungs":
         from cxr.lungs import default_segmenter
 
-        return default_segmenter().box(img).as_tuple()
+        return [box.as_tuple() for box in default_segmenter().boxes(list(imgs))]
+    return [_geometric_box(np.asarray(img).shape[:2], policy) for img in imgs]
+
+
+def _geometric_box(shape: tuple[int, int], policy: str) -> tuple[int, int, int, int]:
+    h, w = shape
     if policy == "crop":
-        side = min(w, h)
-        left, top = (w - side) // 2, (h - side) // 2
-        return left, top, left + side, top + side
+        return central_square(shape)
     if policy == "letterbox":
         side = max(w, h)
         left, top = -((side - w) // 2), -((side - h) // 2)
