@@ -23,6 +23,29 @@ class AugmentConfig:
     # mirror-symmetric.
 
 
+def projective_warp(x, angle, scale_x, scale_y, shift_x, shift_y):
+    """Rotate (rad), zoom (>1 zooms in) and shift (px) each image of a (B, S, S, C) batch about its centre.
+
+    Every argument is a (B,) tensor; pixels from outside the image are 0.
+    """
+    import tensorflow as tf
+
+    size = tf.cast(tf.shape(x)[1], tf.float32)
+    # The warp maps each OUTPUT pixel to the INPUT pixel it samples.
+    cos, sin = tf.cos(angle), tf.sin(angle)
+    centre = (size - 1) / 2
+    a0, a1 = cos / scale_x, -sin / scale_x
+    b0, b1 = sin / scale_y, cos / scale_y
+    a2 = centre - a0 * (centre + shift_x) - a1 * (centre + shift_y)
+    b2 = centre - b0 * (centre + shift_x) - b1 * (centre + shift_y)
+    zeros = tf.zeros_like(angle)
+    transforms = tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=x, transforms=transforms, output_shape=tf.shape(x)[1:3], fill_value=0.0,
+        interpolation="BILINEAR", fill_mode="CONSTANT",
+    )
+
+
 def augment_batch(x, config: AugmentConfig = AugmentConfig()):
     """(B, S, S, C) float32 in 0..255 -> the same shape, randomly warped and re-exposed."""
     import tensorflow as tf
@@ -34,17 +57,7 @@ def augment_batch(x, config: AugmentConfig = AugmentConfig()):
     scale = uniform(*config.zoom)
     shift_x = uniform(-config.max_shift, config.max_shift) * size
     shift_y = uniform(-config.max_shift, config.max_shift) * size
-    # The warp maps each OUTPUT pixel to the INPUT pixel it samples: rotate/zoom about the centre.
-    cos, sin = tf.cos(angle) / scale, tf.sin(angle) / scale
-    centre = (size - 1) / 2
-    a2 = centre - cos * (centre + shift_x) + sin * (centre + shift_y)
-    b2 = centre - sin * (centre + shift_x) - cos * (centre + shift_y)
-    zeros = tf.zeros_like(angle)
-    transforms = tf.stack([cos, -sin, a2, sin, cos, b2, zeros, zeros], axis=1)
-    x = tf.raw_ops.ImageProjectiveTransformV3(
-        images=x, transforms=transforms, output_shape=tf.shape(x)[1:3], fill_value=0.0,
-        interpolation="BILINEAR", fill_mode="CONSTANT",
-    )
+    x = projective_warp(x, angle, scale, scale, shift_x, shift_y)
     per_image = lambda v: tf.reshape(v, (-1, 1, 1, 1))  # noqa: E731
     gamma = per_image(tf.exp(uniform(-config.max_gamma, config.max_gamma)))
     x = 255.0 * tf.pow(tf.clip_by_value(x / 255.0, 0.0, 1.0), gamma)

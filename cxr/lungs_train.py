@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from cxr.augment import projective_warp
 from cxr.decode import decode_image
 from cxr.errors import DatasetError
 from cxr.lungs import (
@@ -74,16 +75,7 @@ def _warp(x, max_rotation_deg=10.0, zoom=(0.55, 1.25), max_shift=0.12):
     # Zoom and aspect independently: originals show the lungs small, figures crop them non-square.
     sx, sy = uniform(*zoom), uniform(*zoom) * uniform(0.9, 1.1)
     tx, ty = uniform(-max_shift, max_shift) * size, uniform(-max_shift, max_shift) * size
-    cos, sin = tf.cos(angle), tf.sin(angle)
-    centre = (size - 1) / 2
-    a0, a1 = cos / sx, -sin / sx
-    b0, b1 = sin / sy, cos / sy
-    a2 = centre - a0 * (centre + tx) - a1 * (centre + ty)
-    b2 = centre - b0 * (centre + tx) - b1 * (centre + ty)
-    zeros = tf.zeros_like(angle)
-    transforms = tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
-    return tf.raw_ops.ImageProjectiveTransformV3(images=x, transforms=transforms, output_shape=tf.shape(x)[1:3],
-                                                 fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT")
+    return projective_warp(x, angle, sx, sy, tx, ty)
 
 
 def _augment(batch):
