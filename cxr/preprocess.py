@@ -75,28 +75,6 @@ def place_heatmap(heatmap: np.ndarray, box: tuple[int, int, int, int], shape: tu
     return out
 
 
-def resize_square(img: np.ndarray, size: int, policy: str = "crop") -> np.ndarray:
-    """Resize a (H, W) uint8 image to (size, size) uint8 under a geometric `policy`."""
-    if policy not in RESIZE_POLICIES:
-        raise ValueError(f"unknown resize policy {policy!r}; choose one of {RESIZE_POLICIES}")
-    if policy == "lungs":
-        return prepare_image(img, size, policy)
-    pil = Image.fromarray(img)
-    width, height = pil.size
-    if policy == "crop":
-        side = min(width, height)
-        left, top = (width - side) // 2, (height - side) // 2
-        pil = pil.crop((left, top, left + side, top + side))
-    elif policy == "letterbox":
-        side = max(width, height)
-        canvas = Image.new("L", (side, side), 0)
-        canvas.paste(pil, ((side - width) // 2, (side - height) // 2))
-        pil = canvas
-    # reducing_gap makes large downscales fast (JPEG-style reduce first) at no visible cost.
-    pil = pil.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
-    return np.asarray(pil, dtype=np.uint8)
-
-
 def to_model_input(imgs: np.ndarray) -> np.ndarray:
     """(N, S, S) or (S, S) uint8 -> (N, S, S, 3) float32 in 0..255, the models' input."""
     x = np.asarray(imgs, dtype=np.float32)

@@ -8,13 +8,14 @@ import shutil
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from cxr.config import get_paths
 from cxr.data import load_imageset, make_dataset
 from cxr.decode import decode_image
 from cxr.lungs import SEG_SIZE, LungSegmenter, central_square, default_segmenter, dice, keep_largest, lung_box
 from cxr.lungs_train import evaluate_segmenter, load_pairs, train_segmenter
-from cxr.preprocess import crop_box, input_box, place_heatmap, prepare_image, resize_square
+from cxr.preprocess import crop_box, input_box, place_heatmap, prepare_image
 
 
 def _two_lungs(top=30, bottom=100, left=(20, 70), width=35) -> np.ndarray:
@@ -57,6 +58,22 @@ def test_dice_of_known_masks():
     a = np.zeros((4, 4), bool)
     a[:2] = True
     assert dice(a, a) == 1.0 and dice(a, ~a) == 0.0 and dice(a, np.zeros_like(a)) == 0.0
+
+
+def resize_square(img: np.ndarray, size: int, policy: str) -> np.ndarray:
+    """The square resize the models were trained with before boxes existed: the reference."""
+    pil = Image.fromarray(img)
+    width, height = pil.size
+    if policy == "crop":
+        side = min(width, height)
+        left, top = (width - side) // 2, (height - side) // 2
+        pil = pil.crop((left, top, left + side, top + side))
+    elif policy == "letterbox":
+        side = max(width, height)
+        canvas = Image.new("L", (side, side), 0)
+        canvas.paste(pil, ((side - width) // 2, (side - height) // 2))
+        pil = canvas
+    return np.asarray(pil.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0), dtype=np.uint8)
 
 
 @pytest.mark.parametrize("policy", ["crop", "letterbox", "stretch"])
