@@ -144,6 +144,11 @@ class LungSegmenter:
         return self.boxes([img])[0]
 
 
+def read_mask(path: Path) -> np.ndarray:
+    """A cxr-lungs mask file (0 = background, 255 = lung) -> boolean (H, W) mask."""
+    return np.asarray(Image.open(path).convert("L")) >= 128
+
+
 def full_size_mask(prob: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """A (SEG_SIZE, SEG_SIZE) probability map -> boolean mask of an (H, W) image."""
     h, w = shape

@@ -30,6 +30,7 @@ from cxr.lungs import (
     dice,
     full_size_mask,
     lung_box,
+    read_mask,
 )
 from cxr.shortcut import degrade
 
@@ -49,7 +50,7 @@ def load_pairs(root: Path, split: str) -> tuple[list[np.ndarray], list[np.ndarra
         if not image_path.is_file():
             continue
         img = decode_image(image_path)
-        mask = np.asarray(Image.open(mask_path).convert("L")) >= 128
+        mask = read_mask(mask_path)
         if mask.shape != img.shape:
             continue
         imgs.append(img)

@@ -15,11 +15,11 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from cxr.data import ImageSet
 from cxr.decode import decode_image
 from cxr.errors import CxrError
+from cxr.lungs import read_mask
 from cxr.metrics import COVID, NORMAL
 from cxr.preprocess import crop_box, place_heatmap, to_model_input
 from cxr.shortcut import KINDS, TRAINING_KINDS, degrade
@@ -151,7 +151,7 @@ def heat_location(predictor, explainer, images: ImageSet, masks: dict[str, Path]
         heat = explainer.heatmap(x, predicted, method)
         mask = mask_input = None
         if masks and path.name in masks:
-            mask = np.asarray(Image.open(masks[path.name]).convert("L")) >= 128
+            mask = read_mask(masks[path.name])
         if mask is not None and mask.shape != img.shape:
             mask = None  # a mask for another copy of the image: unusable
         if mask is not None:
