@@ -37,9 +37,12 @@ class ModelCard:
 
     @property
     def preprocessing(self) -> str:
-        geometry = (f"crop to the box around the lung fields (cxr.lungs segmenter), resize to "
-                    f"{self.image_size}x{self.image_size}" if self.resize_policy == "lungs"
-                    else f"{self.resize_policy} to {self.image_size}x{self.image_size}")
+        size = f"{self.image_size}x{self.image_size}"
+        geometry = {
+            "lungs": f"crop to the box around the lung fields (cxr.lungs segmenter), resize to {size}",
+            "lung-fields": f"crop to the box around the lung fields (cxr.lungs segmenter), resize to {size}, "
+                           "black out everything outside the grown lung fields",
+        }.get(self.resize_policy, f"{self.resize_policy} to {size}")
         return (
             f"decode to 8-bit grayscale; {geometry}; "
             "replicate to 3 channels; intensity normalisation inside the model"

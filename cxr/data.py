@@ -18,7 +18,8 @@ import numpy as np
 
 from cxr.decode import decode_image
 from cxr.errors import CxrError, DatasetError
-from cxr.preprocess import input_boxes, prepare_image
+from cxr.lungs import field_in_box
+from cxr.preprocess import LUNG_POLICIES, apply_field, prepare_image
 
 log = logging.getLogger(__name__)
 
@@ -125,10 +126,14 @@ def load_for_model(path: str | Path, image_size: int, policy: str) -> np.ndarray
     return prepare_image(decode_image(path), image_size, policy)
 
 
-def lung_boxes(paths, batch_size: int = 32) -> dict[str, tuple[int, int, int, int] | None]:
-    """{str(path): lung box} for files (None for an unreadable one), batched through the segmenter."""
-    out: dict[str, tuple[int, int, int, int] | None] = {}
+def lung_views(paths, policy: str = "lungs", batch_size: int = 32) -> dict[str, tuple | None]:
+    """{str(path): (lung box, whole-frame lung field or None, (H, W))} for files (None for an
+    unreadable one), batched through the segmenter. The field is kept only under "lung-fields"."""
+    from cxr.lungs import default_segmenter
+
+    out: dict[str, tuple | None] = {}
     paths = [str(p) for p in paths]
+    segmenter = default_segmenter()
     for i in range(0, len(paths), batch_size):
         decoded = []
         for path in paths[i:i + batch_size]:
@@ -136,15 +141,14 @@ def lung_boxes(paths, batch_size: int = 32) -> dict[str, tuple[int, int, int, in
                 decoded.append((path, decode_image(path)))
             except CxrError:
                 out[path] = None
-        for (path, _), box in zip(decoded, input_boxes([img for _, img in decoded], "lungs"), strict=True):
-            out[path] = box
+        views = segmenter.views([img for _, img in decoded])
+        for (path, img), (box, weights) in zip(decoded, views, strict=True):
+            out[path] = (box.as_tuple(), weights if policy == "lung-fields" else None, img.shape[:2])
     return out
 
 
-def crop_to(img: np.ndarray, box: tuple[int, int, int, int] | None) -> np.ndarray:
+def crop_to(img: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
     """The box of a decoded image, at full resolution."""
-    if box is None:
-        raise CxrError("unreadable image")
     left, top, right, bottom = box
     return np.asarray(img)[max(top, 0):bottom, max(left, 0):right]
 
@@ -171,20 +175,27 @@ def make_dataset(
 
     cues = source_cues if training else None
     rng = np.random.default_rng(seed)
-    # Lung boxes are found once per file, on the clean image: figure cues then go on the lung crop,
-    # where a real figure has them, and the segmenter does not run again every epoch.
-    boxes = lung_boxes(images.paths) if policy == "lungs" else None
+    # Lung boxes (and fields) are found once per file, on the clean image: figure cues then go on
+    # the lung crop, where a real figure has them, and the segmenter does not run again every epoch.
+    views = lung_views(images.paths, policy) if policy in LUNG_POLICIES else None
 
     def load(path_bytes):
         path = path_bytes.decode()
         try:
             img = decode_image(path)
-            if boxes is not None:
-                img = crop_to(img, boxes[path])
+            if views is not None:
+                if views[path] is None:
+                    raise CxrError("unreadable image")
+                box, weights, shape = views[path]
+                img = crop_to(img, box)
             if cues is not None:
                 # A child generator per image: the map runs in parallel threads.
                 img = cues(img, np.random.default_rng(rng.integers(2**63)))
-            return prepare_image(img, image_size, "stretch" if boxes is not None else policy), True
+            if views is None:
+                return prepare_image(img, image_size, policy), True
+            # The same pixels as `prepare_image` under the lung policies, from the cached view.
+            pixels = prepare_image(img, image_size, "stretch")
+            return apply_field(pixels, field_in_box(weights, box, shape, image_size)), True
         except CxrError as exc:
             log.warning("skipping %s: %s", Path(path).name, exc)
             return np.zeros((image_size, image_size), np.uint8), False

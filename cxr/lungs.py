@@ -35,6 +35,11 @@ MARGIN = 0.08  # of the box's side, on each side: keeps the costophrenic angles 
 # not a pair of lungs (a photo, a lateral view, a failed segmentation): fall back to the centre.
 MIN_AREA = 0.04
 MIN_SIDE = 0.25
+# Lung-field masking ("lung-fields" policy): the kept lung regions grown by this share of the
+# frame, so the periphery and costophrenic angles, where COVID-19 opacities sit, stay in view,
+# with a soft edge so no sharp mask outline becomes a feature of its own.
+FIELD_GROW = 0.03
+FIELD_SOFTNESS = 0.015
 
 
 @dataclass(frozen=True)
@@ -143,6 +148,11 @@ class LungSegmenter:
     def box(self, img: np.ndarray) -> LungBox:
         return self.boxes([img])[0]
 
+    def views(self, imgs: list[np.ndarray]) -> list[tuple[LungBox, np.ndarray | None]]:
+        """(lung box, lung-field weights) per image, from one segmenter pass (see `lung_field`)."""
+        return [(lung_box(prob, img.shape), lung_field(prob))
+                for img, prob in zip(imgs, self.probabilities(imgs), strict=True)]
+
 
 def read_mask(path: Path) -> np.ndarray:
     """A cxr-lungs mask file (0 = background, 255 = lung) -> boolean (H, W) mask."""
@@ -214,6 +224,33 @@ def lung_box(prob: np.ndarray, shape: tuple[int, int]) -> LungBox:
     x0 = int(round(min(max(cx - bw / 2, 0), w - bw)))
     y0 = int(round(min(max(cy - bh / 2, 0), h - bh)))
     return LungBox(x0, y0, x0 + int(round(bw)), y0 + int(round(bh)), found=True, lung_area=area)
+
+
+def lung_field(prob: np.ndarray) -> np.ndarray | None:
+    """(SEG_SIZE, SEG_SIZE) weights in 0..1 over the whole frame: 1 on the grown lung fields, 0 far
+    outside them. None when no plausible lungs were found (then nothing is masked)."""
+    from scipy import ndimage
+
+    mask = keep_largest(prob >= 0.5)
+    if mask.mean() < MIN_AREA:
+        return None
+    grown = ndimage.binary_dilation(mask, iterations=max(1, round(FIELD_GROW * SEG_SIZE)))
+    soft = ndimage.gaussian_filter(grown.astype(np.float32), FIELD_SOFTNESS * SEG_SIZE)
+    # Rescaled so the grown field itself keeps full weight; only its outside edge fades.
+    return np.clip(soft * 2, 0, 1).astype(np.float32)
+
+
+def field_in_box(field: np.ndarray | None, box: tuple[int, int, int, int], shape: tuple[int, int],
+                 size: int) -> np.ndarray | None:
+    """The part of a whole-frame lung field under `box` of an (H, W) image, as (size, size) weights."""
+    if field is None:
+        return None
+    h, w = shape
+    left, top, right, bottom = box
+    scale_x, scale_y = field.shape[1] / w, field.shape[0] / h
+    region = (left * scale_x, top * scale_y, right * scale_x, bottom * scale_y)
+    out = Image.fromarray(field.astype(np.float32)).resize((size, size), Image.Resampling.BILINEAR, box=region)
+    return np.clip(np.asarray(out, np.float32), 0, 1)
 
 
 def dice(pred: np.ndarray, truth: np.ndarray) -> float:

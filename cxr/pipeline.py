@@ -13,7 +13,7 @@ from PIL import Image
 
 from cxr.decode import decode_image
 from cxr.predict import Predictor
-from cxr.preprocess import crop_box, to_model_input
+from cxr.preprocess import to_model_input
 from cxr.saliency import Explainer, overlay
 
 
@@ -42,8 +42,7 @@ class Analysis:
 def analyze(predictor: Predictor, data: bytes, name: str = "") -> Analysis:
     """Decode and classify one upload; raises InvalidImageError for unusable files."""
     img = decode_image(data, name=name)
-    box = predictor.input_box(img)
-    prepared = crop_box(img, box, predictor.card.image_size)
+    prepared, box = predictor.view(img)
     probs, features = predictor.infer(to_model_input(prepared))
     scores = predictor.ood_scores(features)
     return Analysis(img, prepared, probs[0], predictor.classes, None if scores is None else float(scores[0]),

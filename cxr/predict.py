@@ -14,7 +14,7 @@ from cxr.decode import decode_image
 from cxr.errors import CxrError
 from cxr.metrics import classification_metrics
 from cxr.ood import OodGate, feature_output
-from cxr.preprocess import input_box, prepare_image, to_model_input
+from cxr.preprocess import LUNG_POLICIES, model_view, prepare_image, to_model_input
 from cxr.store import load_model
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ class Predictor:
     def check_lung_segmenter(self) -> bool:
         """Warn if a lung-box model is served by another segmenter than the one it was trained with."""
         trained = self.card.training.get("lung_segmenter", {}).get("sha256")
-        if self.card.resize_policy != "lungs" or not trained:
+        if self.card.resize_policy not in LUNG_POLICIES or not trained:
             return True
         from cxr.lungs import default_segmenter
 
@@ -73,9 +73,9 @@ class Predictor:
         """(H, W) uint8 -> (S, S) uint8 at the model's input size."""
         return prepare_image(img, self.card.image_size, self.card.resize_policy)
 
-    def input_box(self, img: np.ndarray) -> tuple[int, int, int, int]:
-        """The part of the original image the model sees (see `cxr.preprocess.input_box`)."""
-        return input_box(img, self.card.resize_policy)
+    def view(self, img: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+        """(model input, the box of the original it comes from): see `cxr.preprocess.model_view`."""
+        return model_view(img, self.card.image_size, self.card.resize_policy)
 
     def infer(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Model input (N, S, S, 3) float32 -> (calibrated probabilities (N, C), features (N, D))."""

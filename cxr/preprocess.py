@@ -17,7 +17,10 @@ from cxr.lungs import central_square
 # design did and distorts non-square images. "lungs" crops to the box around the lung fields found
 # by `cxr.lungs` (plus a margin), so the lungs fill every input at the same scale whatever the
 # source's framing, and most of the frame (borders, letters, markers) never reaches the model.
-RESIZE_POLICIES = ("crop", "letterbox", "stretch", "lungs")
+# "lung-fields" is the lung box with everything outside the (grown) lung fields blacked out, so
+# letters, arrows and the mediastinum edge inside the box cannot reach the model either.
+RESIZE_POLICIES = ("crop", "letterbox", "stretch", "lungs", "lung-fields")
+LUNG_POLICIES = ("lungs", "lung-fields")  # the policies that need the lung segmenter
 
 
 def input_box(img: np.ndarray, policy: str) -> tuple[int, int, int, int]:
@@ -30,8 +33,8 @@ def input_box(img: np.ndarray, policy: str) -> tuple[int, int, int, int]:
 
 
 def input_boxes(imgs: list[np.ndarray], policy: str) -> list[tuple[int, int, int, int]]:
-    """`input_box` of several images; under "lungs" they go through the segmenter as one batch."""
-    if policy == "lungs":
+    """`input_box` of several images; under the lung policies they go through the segmenter as one batch."""
+    if policy in LUNG_POLICIES:
         from cxr.lungs import default_segmenter
 
         return [box.as_tuple() for box in default_segmenter().boxes(list(imgs))]
@@ -51,9 +54,35 @@ def _geometric_box(shape: tuple[int, int], policy: str) -> tuple[int, int, int, 
 
 def prepare_image(img: np.ndarray, size: int, policy: str = "crop") -> np.ndarray:
     """(H, W) uint8 -> (size, size) uint8 model input under `policy`: the one path for train and serve."""
+    return model_view(img, size, policy)[0]
+
+
+def model_view(img: np.ndarray, size: int, policy: str) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """(model input pixels, the box of the original they come from) of one (H, W) uint8 image."""
+    return model_views([img], size, policy)[0]
+
+
+def model_views(imgs: list[np.ndarray], size: int, policy: str) -> list[tuple[np.ndarray, tuple[int, int, int, int]]]:
+    """`model_view` of several images; the lung policies run the segmenter once for the batch."""
     if policy not in RESIZE_POLICIES:
         raise ValueError(f"unknown resize policy {policy!r}; choose one of {RESIZE_POLICIES}")
-    return crop_box(img, input_box(img, policy), size)
+    if policy != "lung-fields":
+        return [(crop_box(img, box, size), box) for img, box in zip(imgs, input_boxes(imgs, policy), strict=True)]
+    from cxr.lungs import default_segmenter, field_in_box
+
+    out = []
+    for img, (box, field) in zip(imgs, default_segmenter().views(list(imgs)), strict=True):
+        box = box.as_tuple()
+        weights = field_in_box(field, box, np.asarray(img).shape[:2], size)
+        out.append((apply_field(crop_box(img, box, size), weights), box))
+    return out
+
+
+def apply_field(pixels: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
+    """Black out a (size, size) uint8 input outside its lung-field weights (None: keep all)."""
+    if weights is None:
+        return pixels
+    return np.round(pixels.astype(np.float32) * weights).astype(np.uint8)
 
 
 def crop_box(img: np.ndarray, box: tuple[int, int, int, int], size: int) -> np.ndarray:

@@ -36,6 +36,9 @@ _RECIPE = {
     "lungs": "This model only sees the box around the lung fields (found by a lung segmenter), at the same scale "
              "whatever the source's framing, so borders, most letters and markers, and the tightness of a crop "
              "never reach it; ",
+    "lung-fields": "This model only sees the lung fields (found by a lung segmenter, grown a little, everything "
+                   "else blacked out), at the same scale whatever the source's framing, so borders, letters, "
+                   "markers and arrows outside the lungs, and the tightness of a crop, never reach it; ",
     "crop": "This model sees the central square of each X-ray, so the aspect ratio cannot leak in, but a tight "
             "crop still shows the lungs larger than an original does; ",
 }
@@ -135,7 +138,6 @@ def lung_masks(lungs_root: Path, split: str = "test") -> dict[str, Path]:
 
 def heat_location(predictor, explainer, images: ImageSet, masks: dict[str, Path] | None = None,
                   method: str = "gradcam") -> dict:
-    """Where the saliency of the predicted class falls on each image, summarised per class."""
     """Where the saliency of the predicted class falls on each image, summarised per class.
 
     Two frames: the model input (what the model saw) and the original X-ray, with the heatmap
@@ -145,8 +147,8 @@ def heat_location(predictor, explainer, images: ImageSet, masks: dict[str, Path]
     rows: dict[str, list[dict]] = {c: [] for c in images.classes}
     for path, label in zip(images.paths, images.labels, strict=False):
         img = decode_image(path)
-        box = predictor.input_box(img)
-        x = to_model_input(crop_box(img, box, predictor.card.image_size))
+        prepared, box = predictor.view(img)
+        x = to_model_input(prepared)
         predicted = int(np.argmax(predictor.predict_batch(x)[0]))
         heat = explainer.heatmap(x, predicted, method)
         mask = mask_input = None

@@ -22,7 +22,7 @@ from cxr.errors import DatasetError, TrainingError
 from cxr.metrics import COVID, classification_metrics, expected_calibration_error
 from cxr.ood import OodGate
 from cxr.predict import apply_temperature
-from cxr.preprocess import RESIZE_POLICIES
+from cxr.preprocess import LUNG_POLICIES, RESIZE_POLICIES
 from cxr.shortcut import SourceCues
 from cxr.store import ModelStore, StoredModel
 from cxr.templates import TEMPLATES_DIR, compute_templates, save_templates
@@ -199,7 +199,7 @@ def train(
             "history": hist,
         },
     )
-    if config.resize_policy == "lungs":
+    if config.resize_policy in LUNG_POLICIES:
         from cxr.lungs import default_segmenter
 
         # Which segmenter cut the lung boxes: the same one must serve this model.

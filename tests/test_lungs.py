@@ -13,9 +13,19 @@ from PIL import Image
 from cxr.config import get_paths
 from cxr.data import load_imageset, make_dataset
 from cxr.decode import decode_image
-from cxr.lungs import SEG_SIZE, LungSegmenter, central_square, default_segmenter, dice, keep_largest, lung_box
+from cxr.lungs import (
+    SEG_SIZE,
+    LungSegmenter,
+    central_square,
+    default_segmenter,
+    dice,
+    field_in_box,
+    keep_largest,
+    lung_box,
+    lung_field,
+)
 from cxr.lungs_train import evaluate_segmenter, load_pairs, train_segmenter
-from cxr.preprocess import crop_box, input_box, place_heatmap, prepare_image
+from cxr.preprocess import crop_box, input_box, model_view, place_heatmap, prepare_image
 
 
 def _two_lungs(top=30, bottom=100, left=(20, 70), width=35) -> np.ndarray:
@@ -52,6 +62,43 @@ def test_keep_largest_drops_specks_but_keeps_two_lungs():
     kept = keep_largest(prob >= 0.5)
     assert not kept[2, 2] and kept[50, 30] and kept[50, 80]
     assert lung_box(prob, (128, 128)).left >= 10  # the speck no longer stretches the box
+
+
+def test_lung_field_grows_the_lungs_and_fades_outside():
+    prob = _two_lungs()
+    weights = lung_field(prob)
+    assert weights.shape == prob.shape and weights.min() >= 0 and weights.max() <= 1
+    assert weights[prob >= 0.5].min() == 1.0  # every lung pixel kept at full weight
+    assert weights[50, 17] == 1.0  # 3 px outside a lung: inside the grown field
+    assert weights[2, 2] == 0.0 and weights[125, 64] == 0.0  # far away: blacked out
+    assert lung_field(np.zeros((SEG_SIZE, SEG_SIZE))) is None  # no lungs: nothing masked
+
+
+def test_field_in_box_follows_the_box():
+    prob = _two_lungs()
+    box = lung_box(prob, (512, 512))
+    weights = field_in_box(lung_field(prob), box.as_tuple(), (512, 512), 64)
+    assert weights.shape == (64, 64) and weights[0, 0] == 0.0
+    # The centre of the left lung (row 65, column 37 of 128) maps inside the box at full weight.
+    y = round((65 / SEG_SIZE * 512 - box.top) / (box.bottom - box.top) * 64)
+    x = round((37 / SEG_SIZE * 512 - box.left) / (box.right - box.left) * 64)
+    assert weights[y, x] == pytest.approx(1.0)
+    assert field_in_box(None, box.as_tuple(), (512, 512), 64) is None
+
+
+def test_lung_fields_input_keeps_held_out_lungs_and_blacks_out_the_rest():
+    """On real masks never used in training: the lung-fields input keeps the lungs, drops the frame."""
+    imgs, masks, _ = load_pairs(get_paths().data_root / "cxr-lungs", "test")
+    kept, dropped = [], []
+    for img, mask in list(zip(imgs, masks, strict=True))[:12]:
+        pixels, box = model_view(img, 128, "lung-fields")
+        lung = crop_box(mask.astype(np.uint8) * 255, box, 128) >= 128
+        whole, _ = model_view(img, 128, "lungs")
+        visible = pixels > 0.9 * whole.astype(np.float32)
+        kept.append(visible[lung & (whole > 10)].mean())
+        dropped.append((pixels == 0)[~lung].mean())
+    assert np.mean(kept) >= 0.97, kept
+    assert np.mean(dropped) >= 0.3, dropped  # the box's corners and mediastinum are gone
 
 
 def test_dice_of_known_masks():
@@ -140,13 +187,14 @@ def test_missing_segmenter_is_a_typed_error(tmp_path):
         LungSegmenter.load(tmp_path)
 
 
-def test_lungs_policy_dataset_matches_serving_exactly(mini_data):
-    """The training pipeline (boxes found once per file) gives the same pixels as serving one image."""
+@pytest.mark.parametrize("policy", ["lungs", "lung-fields"])
+def test_lung_policy_dataset_matches_serving_exactly(mini_data, policy):
+    """The training pipeline (boxes and fields found once per file) gives the served pixels."""
     images = load_imageset(mini_data, "test")
     images = images.subset(range(min(6, len(images))))
-    batch = next(iter(make_dataset(images, 96, "lungs", batch_size=6)))[0].numpy()
+    batch = next(iter(make_dataset(images, 96, policy, batch_size=6)))[0].numpy()
     for i, path in enumerate(images.paths):
-        served = prepare_image(decode_image(path), 96, "lungs")
+        served = prepare_image(decode_image(path), 96, policy)
         assert np.array_equal(batch[i, ..., 0].astype(np.uint8), served)
 
 

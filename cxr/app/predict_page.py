@@ -13,6 +13,7 @@ from cxr.app.charts import probability_bars
 from cxr.app.resources import active_model_path, load_explainer, load_model_templates, load_predictor
 from cxr.errors import CxrError
 from cxr.pipeline import analyze, boxed_png, explain, overlay_png
+from cxr.preprocess import LUNG_POLICIES
 from cxr.report_image import render_report
 from cxr.saliency import METHODS
 
@@ -92,12 +93,13 @@ for upload in uploads:
         heatmap = remember(("heatmap", path, upload.file_id, explained, method), explain, load_explainer(path),
                            analysis, analysis.classes.index(explained), method)
         with left:
-            lungs = card.resize_policy == "lungs"
+            lungs = card.resize_policy in LUNG_POLICIES
             cols = st.columns(3 if lungs else 2)
             if lungs:  # what was cut away never reached the model: borders, letters, markers
                 cols[0].image(boxed_png(analysis), caption="Upload, lung box in yellow", width="stretch")
             a, b = cols[-2:]
-            a.image(analysis.prepared, caption="Model input (lung box)" if lungs else "Model input", width="stretch")
+            seen = {"lungs": "Model input (lung box)", "lung-fields": "Model input (lung fields)"}
+            a.image(analysis.prepared, caption=seen.get(card.resize_policy, "Model input"), width="stretch")
             b.image(overlay_png(analysis, heatmap, opacity), caption=f"{METHODS[method]}: {explained}",
                     width="stretch")
         if templates:
