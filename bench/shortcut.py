@@ -42,6 +42,9 @@ HEADLINE = {
     "lung_heat": ("heat", "lungs_original_mean"),
     "lung_area": ("heat", "lung_area_original_mean"),
     "border_heat_input": ("heat", "border_mean"),
+    # Yardsticks: heat spread evenly over the model's view / over the true lung masks only.
+    "border_heat_even_view": ("heat", "border_even_view_mean"),
+    "border_heat_lungs_only": ("heat", "border_lungs_only_mean"),
     "lung_heat_input": ("heat", "lungs_mean"),
     "accuracy": ("internal", "accuracy"),
     "balanced_accuracy": ("internal", "balanced_accuracy"),

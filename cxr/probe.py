@@ -161,13 +161,17 @@ def heat_location(predictor, explainer, images: ImageSet, masks: dict[str, Path]
         row = heat_fractions(heat, mask_input)
         original = heat_fractions(place_heatmap(heat, box, img.shape), mask)
         row.update({f"{key}_original": value for key, value in original.items()})
+        # Yardsticks for the border figure on this image: heat spread evenly over what the model
+        # saw, and heat spread evenly over the true lungs (the best a lung-reading model can do).
+        row["border_even_view"] = heat_fractions(place_heatmap(np.ones_like(heat), box, img.shape))["border"]
+        row["border_lungs_only"] = heat_fractions(mask.astype(np.float32))["border"] if mask is not None else np.nan
         rows[images.classes[label]].append(row)
     every = [r for rs in rows.values() for r in rs]
 
     def summary(rs: list[dict]) -> dict:
         out = {"n": len(rs)}
         for key in ("border", "centre", "lungs", "lung_area", "border_original", "lungs_original",
-                    "lung_area_original"):
+                    "lung_area_original", "border_even_view", "border_lungs_only"):
             values = np.array([r[key] for r in rs], np.float64)
             values = values[~np.isnan(values)]
             out[f"{key}_mean"] = round(float(values.mean()), 4) if len(values) else None

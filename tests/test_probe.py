@@ -64,6 +64,9 @@ def test_probe_and_heat_location_on_a_trained_model(tiny_model, mini_data, tmp_p
     # In the original frame the mask is exactly half the image, whatever the model cropped.
     assert heat["lung_area_original_mean"] == pytest.approx(0.5, abs=0.01)
     assert 0 <= heat["border_original_mean"] <= 1
+    # Yardsticks: even heat over a left-half mask puts 1 - (0.4 x 0.8) / 0.5 = 0.36 in the 10 % frame.
+    assert heat["border_lungs_only_mean"] == pytest.approx(0.36, abs=0.02)
+    assert 0 < heat["border_even_view_mean"] <= 1
 
 
 def test_shipped_model_ignores_journal_figure_cues(full_data):

@@ -42,6 +42,15 @@ def original_frame(heat: dict) -> tuple[float, float | None, float | None]:
     return heat["border_mean"], heat.get("lungs_mean"), heat.get("lung_area_mean")
 
 
+def _yardstick(heat: dict) -> str:
+    """The border figure's context, where the probe recorded it (older cards lack it)."""
+    view, lungs_only = heat.get("border_even_view_mean"), heat.get("border_lungs_only_mean")
+    text = f" Spread evenly over what this model sees: {view:.0%}." if view is not None else ""
+    if lungs_only is not None:
+        text += f" Spread evenly over the true lung fields only: {lungs_only:.0%}."
+    return text
+
+
 def show_probe(result: dict) -> None:
     probe, heat = result["probe"], result["heat"]
     c = st.columns(3)
@@ -54,7 +63,8 @@ def show_probe(result: dict) -> None:
     c[1].metric("Grad-CAM heat in the outer border", f"{border:.1%}",
                 help=f"Share of saliency in the outer {heat['border_width']:.0%} frame of the uploaded X-ray "
                      "(heat mapped back from the model input; none where the model saw nothing). Heat spread "
-                     f"evenly would put {heat['uniform_border']:.0%} there. Letters, markers and edges live there.")
+                     f"evenly would put {heat['uniform_border']:.0%} there. Letters, markers and edges live there."
+                     + _yardstick(heat))
     if lungs is not None:
         c[2].metric("Heat inside the lung fields", f"{lungs:.1%}",
                     help=f"On the {heat['n_with_lung_mask']} test normals with a lung mask; the lungs cover "
