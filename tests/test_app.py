@@ -140,6 +140,8 @@ def test_retrain_page_trains_evaluates_and_activates(app_env):
     assert at.selectbox(key="dataset").value.name == "cxr-data-mini"
     at.number_input[0].set_value(1)  # epochs
     at.number_input[3].set_value(64)  # image size
+    assert at.selectbox(key="framing").value == "lungs"  # the library's default
+    at.selectbox(key="framing").set_value("lung-fields")
     at.button[0].click()  # form submit
     at.run()
     assert not at.exception and not at.error
@@ -155,6 +157,7 @@ def test_retrain_page_trains_evaluates_and_activates(app_env):
     assert f"Saved as **{job.result.name}**" in "\n".join(s.value for s in at.success)
     assert "new model vs the active one" in shown
     assert set(job.evaluation) == {"new", "active"} and job.evaluation["new"]["n"] == 12
+    assert job.result.card.resize_policy == "lung-fields"
     at.button(key="activate-new").click()
     at.run()
     assert (app_env["store"] / "ACTIVE").read_text().strip() == job.result.name

@@ -14,6 +14,7 @@ from cxr.data import load_imageset
 from cxr.datasets import list_datasets
 from cxr.errors import CxrError
 from cxr.model import ARCHITECTURES
+from cxr.preprocess import RESIZE_POLICIES
 from cxr.train import TrainConfig
 
 st.title("Retrain")
@@ -33,25 +34,36 @@ else:
     except CxrError as exc:
         st.error(str(exc))
         counts = {}
+    # The form starts at the library's defaults, so the app and `python -m cxr train` agree.
+    default = TrainConfig.__dataclass_fields__
+    framings = {"lungs": "Lung box", "lung-fields": "Lung fields only (rest blacked out)",
+                "crop": "Central square", "letterbox": "Letterbox (whole image, black bars)",
+                "stretch": "Stretch (the reference design; distorts non-square images)"}
     with st.form("train-form"):
         c1, c2, c3 = st.columns(3)
         arch = c1.selectbox("Architecture", sorted(ARCHITECTURES), index=sorted(ARCHITECTURES).index("cxrnet"))
         epochs = c2.number_input("Epochs", 1, 200, 20)
         batch = c3.number_input("Batch size", 2, 256, 32)
-        lr = c1.number_input("Learning rate", 1e-5, 1e-1, 1e-3, format="%.5f")
+        lr = c1.number_input("Learning rate", 1e-5, 1e-1, default["learning_rate"].default, format="%.5f")
         size = c2.number_input("Image size (0 = architecture default)", 0, 512, 0, step=32)
         augment = c3.checkbox("Augmentation", True)
-        patience = c1.number_input("Early-stopping patience (epochs)", 1, 200, 8)
-        cues = c2.slider("Figure-cue augmentation", 0.0, 1.0, 0.5, 0.05,
+        patience = c1.number_input("Early-stopping patience (epochs)", 1, 200, default["patience"].default)
+        cues = c2.slider("Figure-cue augmentation", 0.0, 1.0, default["source_cues"].default, 0.05,
                          help="Share of training images of every class made to look like journal figures "
                               "(downscaled, compressed, cropped, letters, arrows, borders), so the look of "
                               "the image stops predicting COVID-19. 0 = the plain recipe.")
+        framing = c3.selectbox("Framing", RESIZE_POLICIES, format_func=framings.get, key="framing",
+                               index=RESIZE_POLICIES.index(default["resize_policy"].default),
+                               help="What part of each X-ray the model sees. The lung policies use the lung "
+                                    "segmenter, so a hospital's framing and the letters, borders and markers "
+                                    "outside the lungs cannot mark the class.")
         submitted = st.form_submit_button("Start training", type="primary", disabled=not counts)
     if submitted:
         try:
             config = TrainConfig(data=choice, arch=arch, epochs=int(epochs), batch_size=int(batch),
                                  learning_rate=float(lr), image_size=int(size) or None,
                                  augment=augment, patience=int(patience), source_cues=float(cues),
+                                 resize_policy=framing,
                                  command=f"app: retrain on {choice.name}")
             runner.start(config, store)
         except (CxrError, ValueError) as exc:
