@@ -64,11 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, default=None, help="default: the architecture's own")
     p.add_argument("--resize", default="lungs", choices=RESIZE_POLICIES,
                    help="how an X-ray becomes square: crop (central square), lungs (box around the lung "
-                        "fields), letterbox, stretch")
+                        "fields), lung-fields (that box, outside the lung fields blacked out), letterbox, stretch")
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--source-cues", type=float, default=0.5,
                    help="share of training images of every class degraded like journal figures (0 = plain recipe)")
     p.add_argument("--ema", action="store_true", help="validate and keep a moving average of the weights")
+    p.add_argument("--precise-bn", type=int, default=0, metavar="BATCHES",
+                   help="validate with batch-norm statistics averaged over this many training batches "
+                        "(0 = Keras' moving averages)")
     p.add_argument("--val-fraction", type=float, default=0.15)
     p.add_argument("--patience", type=int, default=12)
     p.add_argument("--seed", type=int, default=0)
@@ -163,6 +166,7 @@ def cmd_train(args) -> int:
         image_size=args.image_size, resize_policy=args.resize, augment=not args.no_augment,
         source_cues=args.source_cues, strategy=args.strategy,
         val_fraction=args.val_fraction, patience=args.patience, seed=args.seed, binary=args.binary, ema=args.ema,
+        precise_bn=args.precise_bn,
         classes=tuple(args.classes.split(",")) if args.classes else None, name=args.name,
         command="python -m cxr " + shlex.join(sys.argv[1:] if sys.argv[0].endswith("__main__.py") else []),
     )

@@ -58,6 +58,9 @@ class TrainConfig:
     # Epochs without val_loss improvement before stopping. 12, not 8: with figure cues the validation
     # loss swings from epoch to epoch, and 8 stopped some seeds before they had learnt much.
     patience: int = 12
+    # Training batches whose averaged batch-norm statistics the model is validated (and kept) with
+    # (cxr.precise_bn); 0 = Keras' moving averages, which swing with the last few batches.
+    precise_bn: int = 0
     seed: int = 0
     binary: bool = False  # COVID19-vs-rest sigmoid head (the reference design's head)
     classes: tuple[str, ...] | None = None  # restrict/order classes; None = all folders
@@ -82,6 +85,8 @@ class TrainConfig:
             raise ValueError("source_cues must be between 0 and 1")
         if not 0 < self.val_fraction < 0.5:
             raise ValueError("val_fraction must be between 0 and 0.5")
+        if self.precise_bn < 0:
+            raise ValueError("precise_bn must be >= 0 batches")
         if self.epochs < 1 or self.batch_size < 1 or self.image_size < 32:
             raise ValueError("epochs and batch_size must be >= 1, image_size >= 32")
 
@@ -150,6 +155,10 @@ def train(
         keras.callbacks.ReduceLROnPlateau("val_loss", factor=0.5, patience=max(1, config.patience // 2)),
         _Progress(on_epoch_end, should_stop),
     ]
+    if config.precise_bn:
+        from cxr import precise_bn
+
+        callbacks.insert(0, precise_bn.callback(train_ds, config.precise_bn))
     started = time.monotonic()
     with warnings.catch_warnings():
         # The pipeline's length is unknown (unreadable files are filtered out), which Keras
