@@ -6,6 +6,11 @@ source. Cropping every X-ray to the box around its lung fields (plus a margin) b
 puts the lungs at the same scale in every input and drops most of the frame, where borders,
 letters and markers live.
 
+The "lung-fields" policy goes further and blacks out everything outside the grown lung fields.
+Caveat: trained on normal lungs only, the segmenter tends to leave dense consolidation out of the
+mask; growing the fields keeps the edge of it, and the mask's shape then carries some of the
+signal (a lung that does not look aerated), which is about the lungs, not the source.
+
 The segmenter is trained on `cxr-lungs` (normal OpenIST X-rays with masks; see
 `cxr.lungs_train`) and shipped in `assets/lung-segmenter/`. It only needs to be good enough for a
 bounding box: a missed opacity inside a lung does not move the box's edges much.
