@@ -18,7 +18,7 @@ import numpy as np
 
 from cxr.decode import decode_image
 from cxr.errors import CxrError, DatasetError
-from cxr.lungs import field_in_box
+from cxr.lungs import default_segmenter, field_in_box
 from cxr.preprocess import LUNG_POLICIES, apply_field, prepare_image
 
 log = logging.getLogger(__name__)
@@ -183,18 +183,30 @@ def make_dataset(
         path = path_bytes.decode()
         try:
             img = decode_image(path)
-            if views is not None:
-                if views[path] is None:
-                    raise CxrError("unreadable image")
-                box, weights, shape = views[path]
-                img = crop_to(img, box)
-            if cues is not None:
-                # A child generator per image: the map runs in parallel threads.
-                img = cues(img, np.random.default_rng(rng.integers(2**63)))
+            # A child generator per image: the map runs in parallel threads.
+            child = np.random.default_rng(rng.integers(2**63)) if cues is not None else None
+            kinds = cues.draw(child) if cues is not None else ()
             if views is None:
-                return prepare_image(img, image_size, policy), True
+                return prepare_image(cues.apply(img, kinds, child) if kinds else img, image_size, policy), True
+            if views[path] is None:
+                raise CxrError("unreadable image")
+            box, weights, shape = views[path]
+            if "crop" in kinds:
+                # A figure is cropped before anyone looks for its lungs: crop the whole X-ray and
+                # find the box and field on the crop, as serving will. Cropping the lung box
+                # instead cut the lungs while the field stayed the uncropped one's, and a
+                # lung-fields model then learnt "lungs cut by the frame" as COVID-19 (probe: +0.24).
+                img = cues.apply(img, ("crop",), child)
+                found, weights = default_segmenter().views([img])[0]
+                box, shape = found.as_tuple(), img.shape[:2]
+                kinds = tuple(k for k in kinds if k != "crop")
+            img = crop_to(img, box)
+            if kinds:
+                img = cues.apply(img, kinds, child)
             # The same pixels as `prepare_image` under the lung policies, from the cached view.
             pixels = prepare_image(img, image_size, "stretch")
+            if policy != "lung-fields":
+                return pixels, True
             return apply_field(pixels, field_in_box(weights, box, shape, image_size)), True
         except CxrError as exc:
             log.warning("skipping %s: %s", Path(path).name, exc)

@@ -150,9 +150,17 @@ class SourceCues:
     max_side: int = 512  # shrink huge originals first: the cues cost ~ms per image at this size
 
     def __call__(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return self.apply(img, self.draw(rng), rng)
+
+    def draw(self, rng: np.random.Generator) -> tuple[str, ...]:
+        """Which cues one image gets: none with probability 1 - p, else at least one kind."""
         if rng.random() >= self.p:
+            return ()
+        return tuple(k for k in TRAINING_KINDS if rng.random() < self.p_kind) or (str(rng.choice(TRAINING_KINDS)),)
+
+    def apply(self, img: np.ndarray, kinds: tuple[str, ...], rng: np.random.Generator) -> np.ndarray:
+        if not kinds:
             return img
-        kinds = tuple(k for k in TRAINING_KINDS if rng.random() < self.p_kind) or (str(rng.choice(TRAINING_KINDS)),)
         h, w = img.shape
         if max(h, w) > self.max_side:
             scale = self.max_side / max(h, w)

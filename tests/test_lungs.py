@@ -198,6 +198,30 @@ def test_lung_policy_dataset_matches_serving_exactly(mini_data, policy):
         assert np.array_equal(batch[i, ..., 0].astype(np.uint8), served)
 
 
+class _LeftHalfCrop:
+    """Figure cues that always crop, deterministically: the left 60 % of the image."""
+
+    def draw(self, rng):
+        return ("crop",)
+
+    def apply(self, img, kinds, rng):
+        assert kinds == ("crop",)
+        return np.ascontiguousarray(img[:, : img.shape[1] * 3 // 5])
+
+
+@pytest.mark.parametrize("policy", ["lungs", "lung-fields"])
+def test_crop_cue_is_applied_before_the_lungs_are_found(mini_data, policy):
+    """A figure is cropped before anyone finds its lungs, so the training crop must be too: the
+    pipeline's pixels are the served pixels of the cropped X-ray (box and field found on the crop)."""
+    images = load_imageset(mini_data, "train")
+    images = images.subset(range(min(4, len(images))))
+    ds = make_dataset(images, 96, policy, batch_size=4, training=True, source_cues=_LeftHalfCrop())
+    batch = next(iter(ds))[0].numpy()[..., 0].astype(np.uint8)
+    served = {prepare_image(_LeftHalfCrop().apply(decode_image(p), ("crop",), None), 96, policy).tobytes()
+              for p in images.paths}
+    assert {x.tobytes() for x in batch} == served  # same set: training shuffles the order
+
+
 def test_shipped_model_is_served_by_the_segmenter_it_was_trained_with(monkeypatch, tmp_path):
     from cxr.lungs import _load_cached, default_segmenter_dir
     from cxr.predict import Predictor
