@@ -175,8 +175,9 @@ def make_dataset(
 
     cues = source_cues if training else None
     rng = np.random.default_rng(seed)
-    # Lung boxes (and fields) are found once per file, on the clean image: figure cues then go on
-    # the lung crop, where a real figure has them, and the segmenter does not run again every epoch.
+    # Lung boxes (and fields) are found once per file, on the clean image, so the segmenter does
+    # not run again every epoch; figure cues other than the crop go on the lung crop, where a real
+    # figure has them.
     views = lung_views(images.paths, policy) if policy in LUNG_POLICIES else None
 
     def load(path_bytes):
@@ -187,7 +188,7 @@ def make_dataset(
             child = np.random.default_rng(rng.integers(2**63)) if cues is not None else None
             kinds = cues.draw(child) if cues is not None else ()
             if views is None:
-                return prepare_image(cues.apply(img, kinds, child) if kinds else img, image_size, policy), True
+                return prepare_image(cues.apply(img, kinds, child) if cues else img, image_size, policy), True
             if views[path] is None:
                 raise CxrError("unreadable image")
             box, weights, shape = views[path]
