@@ -147,3 +147,19 @@ def test_predict_folder_streams_json_csv_and_progress(tiny_model, mini_data, tmp
     assert broken["error"] and not broken["label"]
     ok = next(r for r in rows if not r["error"])
     assert abs(sum(float(ok[f"p_{c}"]) for c in ("COVID19", "NORMAL", "PNEUMONIA")) - 1) < 1e-3
+
+
+def test_train_command_defaults_are_the_library_defaults():
+    """The CLI keeps its defaults as literals (so --help needs no TensorFlow); they must not drift
+    from TrainConfig's, which the app's Retrain page reads."""
+    import dataclasses
+
+    from cxr.cli import build_parser
+    from cxr.train import TrainConfig
+
+    args = build_parser().parse_args(["train", "--data", "x"])
+    fields = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    pairs = {"epochs": "epochs", "batch_size": "batch_size", "lr": "learning_rate", "resize": "resize_policy",
+             "source_cues": "source_cues", "patience": "patience", "precise_bn": "precise_bn",
+             "val_fraction": "val_fraction", "seed": "seed", "arch": "arch"}
+    assert {cli: getattr(args, cli) for cli in pairs} == {cli: fields[lib] for cli, lib in pairs.items()}
