@@ -228,7 +228,8 @@ def lung_box(prob: np.ndarray, shape: tuple[int, int]) -> LungBox:
     bw, bh = min(side, w), min(side, h)
     x0 = int(round(min(max(cx - bw / 2, 0), w - bw)))
     y0 = int(round(min(max(cy - bh / 2, 0), h - bh)))
-    return LungBox(x0, y0, x0 + int(round(bw)), y0 + int(round(bh)), found=True, lung_area=area)
+    # min(): rounding x0 up and the side up could put the box one pixel past the frame.
+    return LungBox(x0, y0, min(x0 + int(round(bw)), w), min(y0 + int(round(bh)), h), found=True, lung_area=area)
 
 
 def lung_field(prob: np.ndarray) -> np.ndarray | None:
@@ -253,7 +254,11 @@ def field_in_box(field: np.ndarray | None, box: tuple[int, int, int, int], shape
     h, w = shape
     left, top, right, bottom = box
     scale_x, scale_y = field.shape[1] / w, field.shape[0] / h
-    region = (left * scale_x, top * scale_y, right * scale_x, bottom * scale_y)
+    # Outside the frame there are no lungs: pad the field with zeros so any box maps exactly.
+    pad_x = int(np.ceil(max(0, -left, right - w) * scale_x)) + 1
+    pad_y = int(np.ceil(max(0, -top, bottom - h) * scale_y)) + 1
+    field = np.pad(field, ((pad_y, pad_y), (pad_x, pad_x)))
+    region = (left * scale_x + pad_x, top * scale_y + pad_y, right * scale_x + pad_x, bottom * scale_y + pad_y)
     out = Image.fromarray(field.astype(np.float32)).resize((size, size), Image.Resampling.BILINEAR, box=region)
     return np.clip(np.asarray(out, np.float32), 0, 1)
 

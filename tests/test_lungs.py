@@ -48,6 +48,20 @@ def test_lung_box_stays_inside_a_non_square_frame():
     assert box.found and 0 <= box.left < box.right <= 600 and 0 <= box.top < box.bottom <= 300
 
 
+def test_lung_box_never_passes_the_frame_and_fields_map_any_box():
+    """Rounding once put a box one pixel past the frame (a crash under lung-fields)."""
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        h, w = int(rng.integers(100, 900)), int(rng.integers(100, 900))
+        top, left = int(rng.integers(0, 40)), int(rng.integers(0, 30))
+        prob = _two_lungs(top=top, bottom=int(rng.integers(top + 60, 128)), left=(left, left + 50),
+                          width=int(rng.integers(20, 45)))
+        box = lung_box(prob, (h, w))
+        assert 0 <= box.left < box.right <= w and 0 <= box.top < box.bottom <= h
+    weights = field_in_box(lung_field(_two_lungs()), (-50, -20, 250, 280), (200, 200), 32)
+    assert weights.shape == (32, 32) and weights[0, 0] == 0.0 and weights.max() == pytest.approx(1.0)
+
+
 def test_no_plausible_lungs_fall_back_to_the_central_square():
     empty = lung_box(np.zeros((SEG_SIZE, SEG_SIZE)), (300, 400))
     assert not empty.found and empty.as_tuple() == central_square((300, 400)) == (50, 0, 350, 300)
