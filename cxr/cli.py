@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", default="cxrnet")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-3, help="learning rate")
+    p.add_argument("--lr", type=float, default=3e-4, help="learning rate")
     p.add_argument("--image-size", type=int, default=None, help="default: the architecture's own")
     p.add_argument("--resize", default="lungs", choices=RESIZE_POLICIES,
                    help="how an X-ray becomes square: crop (central square), lungs (box around the lung "
@@ -69,11 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source-cues", type=float, default=0.5,
                    help="share of training images of every class degraded like journal figures (0 = plain recipe)")
     p.add_argument("--ema", action="store_true", help="validate and keep a moving average of the weights")
-    p.add_argument("--precise-bn", type=int, default=0, metavar="BATCHES",
+    p.add_argument("--precise-bn", type=int, default=10, metavar="BATCHES",
                    help="validate with batch-norm statistics averaged over this many training batches "
                         "(0 = Keras' moving averages)")
     p.add_argument("--val-fraction", type=float, default=0.15)
-    p.add_argument("--patience", type=int, default=12)
+    p.add_argument("--patience", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--binary", action="store_true", help="two classes, sigmoid head")
     p.add_argument("--classes", default=None, help="comma-separated class folders to use, e.g. COVID19,NORMAL")
