@@ -140,7 +140,9 @@ def test_retrain_page_trains_evaluates_and_activates(app_env):
     assert at.selectbox(key="dataset").value.name == "cxr-data-mini"
     at.number_input[0].set_value(1)  # epochs
     at.number_input[3].set_value(64)  # image size
-    assert at.selectbox(key="framing").value == "lungs"  # the library's default
+    from cxr.train import TrainConfig
+
+    assert at.selectbox(key="framing").value == TrainConfig.resize_policy  # the library's default
     at.selectbox(key="framing").set_value("lung-fields")
     at.button[0].click()  # form submit
     at.run()
