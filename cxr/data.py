@@ -129,8 +129,6 @@ def load_for_model(path: str | Path, image_size: int, policy: str) -> np.ndarray
 def lung_views(paths, policy: str = "lungs", batch_size: int = 32) -> dict[str, tuple | None]:
     """{str(path): (lung box, whole-frame lung field or None, (H, W))} for files (None for an
     unreadable one), batched through the segmenter. The field is kept only under "lung-fields"."""
-    from cxr.lungs import default_segmenter
-
     out: dict[str, tuple | None] = {}
     paths = [str(p) for p in paths]
     segmenter = default_segmenter()

@@ -66,18 +66,7 @@ def callback(train_ds, batches: int):
     import keras
 
     class PreciseBatchNorm(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.in_fit = False
-
-        def on_train_begin(self, logs=None):
-            self.in_fit = True
-
-        def on_train_end(self, logs=None):
-            self.in_fit = False
-
         def on_test_begin(self, logs=None):
-            if self.in_fit:
-                recompute_statistics(self.model, train_ds.take(batches))
+            recompute_statistics(self.model, train_ds.take(batches))
 
     return PreciseBatchNorm()

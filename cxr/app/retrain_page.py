@@ -35,7 +35,6 @@ else:
         st.error(str(exc))
         counts = {}
     # The form starts at the library's defaults, so the app and `python -m cxr train` agree.
-    default = TrainConfig.__dataclass_fields__
     framings = {"lungs": "Lung box", "lung-fields": "Lung fields only (rest blacked out)",
                 "crop": "Central square", "letterbox": "Letterbox (whole image, black bars)",
                 "stretch": "Stretch (the reference design; distorts non-square images)"}
@@ -44,16 +43,16 @@ else:
         arch = c1.selectbox("Architecture", sorted(ARCHITECTURES), index=sorted(ARCHITECTURES).index("cxrnet"))
         epochs = c2.number_input("Epochs", 1, 200, 20)
         batch = c3.number_input("Batch size", 2, 256, 32)
-        lr = c1.number_input("Learning rate", 1e-5, 1e-1, default["learning_rate"].default, format="%.5f")
+        lr = c1.number_input("Learning rate", 1e-5, 1e-1, TrainConfig.learning_rate, format="%.5f")
         size = c2.number_input("Image size (0 = architecture default)", 0, 512, 0, step=32)
         augment = c3.checkbox("Augmentation", True)
-        patience = c1.number_input("Early-stopping patience (epochs)", 1, 200, default["patience"].default)
-        cues = c2.slider("Figure-cue augmentation", 0.0, 1.0, default["source_cues"].default, 0.05,
+        patience = c1.number_input("Early-stopping patience (epochs)", 1, 200, TrainConfig.patience)
+        cues = c2.slider("Figure-cue augmentation", 0.0, 1.0, TrainConfig.source_cues, 0.05,
                          help="Share of training images of every class made to look like journal figures "
                               "(downscaled, compressed, cropped, letters, arrows, borders), so the look of "
                               "the image stops predicting COVID-19. 0 = the plain recipe.")
         framing = c3.selectbox("Framing", RESIZE_POLICIES, format_func=framings.get, key="framing",
-                               index=RESIZE_POLICIES.index(default["resize_policy"].default),
+                               index=RESIZE_POLICIES.index(TrainConfig.resize_policy),
                                help="What part of each X-ray the model sees. The lung policies use the lung "
                                     "segmenter, so a hospital's framing and the letters, borders and markers "
                                     "outside the lungs cannot mark the class.")
