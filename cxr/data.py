@@ -18,8 +18,8 @@ import numpy as np
 
 from cxr.decode import decode_image
 from cxr.errors import CxrError, DatasetError
-from cxr.lungs import default_segmenter, field_in_box
-from cxr.preprocess import LUNG_POLICIES, apply_field, prepare_image
+from cxr.lungs import default_segmenter
+from cxr.preprocess import LUNG_POLICIES, apply_lung_field, prepare_image
 
 log = logging.getLogger(__name__)
 
@@ -139,9 +139,9 @@ def lung_views(paths, policy: str = "lungs", batch_size: int = 32) -> dict[str, 
                 decoded.append((path, decode_image(path)))
             except CxrError:
                 out[path] = None
-        views = segmenter.views([img for _, img in decoded])
-        for (path, img), (box, weights) in zip(decoded, views, strict=True):
-            out[path] = (box.as_tuple(), weights if policy == "lung-fields" else None, img.shape[:2])
+        views = segmenter.views([img for _, img in decoded], fields=policy == "lung-fields")
+        for (path, img), (box, lungs) in zip(decoded, views, strict=True):
+            out[path] = (box.as_tuple(), lungs, img.shape[:2])
     return out
 
 
@@ -196,17 +196,15 @@ def make_dataset(
                 # instead cut the lungs while the field stayed the uncropped one's, and a
                 # lung-fields model then learnt "lungs cut by the frame" as COVID-19 (probe: +0.24).
                 img = cues.apply(img, ("crop",), child)
-                found, weights = default_segmenter().views([img])[0]
+                found, weights = default_segmenter().views([img], fields=policy == "lung-fields")[0]
                 box, shape = found.as_tuple(), img.shape[:2]
                 kinds = tuple(k for k in kinds if k != "crop")
             img = crop_to(img, box)
             if kinds:
                 img = cues.apply(img, kinds, child)
             # The same pixels as `prepare_image` under the lung policies, from the cached view.
-            pixels = prepare_image(img, image_size, "stretch")
-            if policy != "lung-fields":
-                return pixels, True
-            return apply_field(pixels, field_in_box(weights, box, shape, image_size)), True
+            # (No field under "lungs": nothing is blacked out.)
+            return apply_lung_field(prepare_image(img, image_size, "stretch"), weights, box, shape), True
         except CxrError as exc:
             log.warning("skipping %s: %s", Path(path).name, exc)
             return np.zeros((image_size, image_size), np.uint8), False

@@ -148,14 +148,15 @@ class LungSegmenter:
         return [full_size_mask(prob, img.shape) for img, prob in zip(imgs, self.probabilities(imgs), strict=True)]
 
     def boxes(self, imgs: list[np.ndarray]) -> list[LungBox]:
-        return [lung_box(prob, img.shape) for img, prob in zip(imgs, self.probabilities(imgs), strict=True)]
+        return [box for box, _ in self.views(imgs, fields=False)]
 
     def box(self, img: np.ndarray) -> LungBox:
         return self.boxes([img])[0]
 
-    def views(self, imgs: list[np.ndarray]) -> list[tuple[LungBox, np.ndarray | None]]:
-        """(lung box, lung-field weights) per image, from one segmenter pass (see `lung_field`)."""
-        return [(lung_box(prob, img.shape), lung_field(prob))
+    def views(self, imgs: list[np.ndarray], fields: bool = True) -> list[tuple[LungBox, np.ndarray | None]]:
+        """(lung box, lung-field weights or None) per image, from one segmenter pass (see
+        `lung_field`); fields=False skips building the fields."""
+        return [(lung_box(prob, img.shape), lung_field(prob) if fields else None)
                 for img, prob in zip(imgs, self.probabilities(imgs), strict=True)]
 
 

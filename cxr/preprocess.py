@@ -68,20 +68,24 @@ def model_views(imgs: list[np.ndarray], size: int, policy: str) -> list[tuple[np
         raise ValueError(f"unknown resize policy {policy!r}; choose one of {RESIZE_POLICIES}")
     if policy != "lung-fields":
         return [(crop_box(img, box, size), box) for img, box in zip(imgs, input_boxes(imgs, policy), strict=True)]
-    from cxr.lungs import default_segmenter, field_in_box
+    from cxr.lungs import default_segmenter
 
     out = []
     for img, (box, field) in zip(imgs, default_segmenter().views(list(imgs)), strict=True):
         box = box.as_tuple()
-        weights = field_in_box(field, box, np.asarray(img).shape[:2], size)
-        out.append((apply_field(crop_box(img, box, size), weights), box))
+        out.append((apply_lung_field(crop_box(img, box, size), field, box, np.asarray(img).shape[:2]), box))
     return out
 
 
-def apply_field(pixels: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
-    """Black out a (size, size) uint8 input outside its lung-field weights (None: keep all)."""
-    if weights is None:
+def apply_lung_field(pixels: np.ndarray, field: np.ndarray | None, box: tuple[int, int, int, int],
+                     shape: tuple[int, int]) -> np.ndarray:
+    """Black out a (S, S) uint8 model input made from `box` of an (H, W) image outside that
+    image's whole-frame lung `field` (None: keep all). Serving and training both come here."""
+    if field is None:
         return pixels
+    from cxr.lungs import field_in_box
+
+    weights = field_in_box(field, box, shape, pixels.shape[0])
     return np.round(pixels.astype(np.float32) * weights).astype(np.uint8)
 
 
