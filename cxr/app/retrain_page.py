@@ -41,7 +41,7 @@ else:
     with st.form("train-form"):
         c1, c2, c3 = st.columns(3)
         arch = c1.selectbox("Architecture", sorted(ARCHITECTURES), index=sorted(ARCHITECTURES).index("cxrnet"))
-        epochs = c2.number_input("Epochs", 1, 200, 20)
+        epochs = c2.number_input("Epochs", 1, 200, TrainConfig.epochs)
         batch = c3.number_input("Batch size", 2, 256, 32)
         lr = c1.number_input("Learning rate", 1e-5, 1e-1, TrainConfig.learning_rate, format="%.5f")
         size = c2.number_input("Image size (0 = architecture default)", 0, 512, 0, step=32)
