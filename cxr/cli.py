@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, required=True, help="Kaggle-layout root or folder of class folders")
     p.add_argument("--split", default=None, help="sub-folder to train on (default: train if present)")
     p.add_argument("--arch", default="cxrnet")
-    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=3e-4, help="learning rate")
     p.add_argument("--image-size", type=int, default=None, help="default: the architecture's own")
