@@ -42,10 +42,10 @@ else:
         c1, c2, c3 = st.columns(3)
         arch = c1.selectbox("Architecture", sorted(ARCHITECTURES), index=sorted(ARCHITECTURES).index("cxrnet"))
         epochs = c2.number_input("Epochs", 1, 200, TrainConfig.epochs)
-        batch = c3.number_input("Batch size", 2, 256, 32)
+        batch = c3.number_input("Batch size", 2, 256, TrainConfig.batch_size)
         lr = c1.number_input("Learning rate", 1e-5, 1e-1, TrainConfig.learning_rate, format="%.5f")
         size = c2.number_input("Image size (0 = architecture default)", 0, 512, 0, step=32)
-        augment = c3.checkbox("Augmentation", True)
+        augment = c3.checkbox("Augmentation", TrainConfig.augment)
         patience = c1.number_input("Early-stopping patience (epochs)", 1, 200, TrainConfig.patience)
         cues = c2.slider("Figure-cue augmentation", 0.0, 1.0, TrainConfig.source_cues, 0.05,
                          help="Share of training images of every class made to look like journal figures "
