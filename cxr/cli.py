@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precise-bn", type=int, default=10, metavar="BATCHES",
                    help="validate with batch-norm statistics averaged over this many training batches "
                         "(0 = Keras' moving averages)")
+    p.add_argument("--no-figure-validation", action="store_true",
+                   help="keep the epoch with the lowest validation loss alone, not its mean with the loss on "
+                        "figure-like copies of the validation images")
     p.add_argument("--val-fraction", type=float, default=0.15)
     p.add_argument("--patience", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
@@ -166,7 +169,7 @@ def cmd_train(args) -> int:
         image_size=args.image_size, resize_policy=args.resize, augment=not args.no_augment,
         source_cues=args.source_cues, strategy=args.strategy,
         val_fraction=args.val_fraction, patience=args.patience, seed=args.seed, binary=args.binary, ema=args.ema,
-        precise_bn=args.precise_bn,
+        precise_bn=args.precise_bn, figure_validation=not args.no_figure_validation,
         classes=tuple(args.classes.split(",")) if args.classes else None, name=args.name,
         command="python -m cxr " + shlex.join(sys.argv[1:] if sys.argv[0].endswith("__main__.py") else []),
     )

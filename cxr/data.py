@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import logging
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -151,6 +152,63 @@ def crop_to(img: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
     return np.asarray(img)[max(top, 0):bottom, max(left, 0):right]
 
 
+def view_loader(paths, image_size: int, policy: str, cues=None):
+    """`load(path, rng) -> (S, S) uint8`: one file as the model sees it, with figure cues drawn from
+    `rng` if `cues` (a `cxr.shortcut.SourceCues`) is given. Raises CxrError for an unreadable file.
+
+    Lung boxes (and fields) are found once per file, on the clean image, so the segmenter does
+    not run again every epoch; figure cues other than the crop go on the lung crop, where a real
+    figure has them.
+    """
+    views = lung_views(paths, policy) if policy in LUNG_POLICIES else None
+
+    def load(path: str, rng: np.random.Generator | None) -> np.ndarray:
+        img = decode_image(path)
+        kinds = cues.draw(rng) if cues is not None else ()
+        if views is None:
+            return prepare_image(cues.apply(img, kinds, rng) if cues else img, image_size, policy)
+        if views[path] is None:
+            raise CxrError("unreadable image")
+        box, weights, shape = views[path]
+        if "crop" in kinds:
+            # A figure is cropped before anyone looks for its lungs: crop the whole X-ray and
+            # find the box and field on the crop, as serving will. Cropping the lung box
+            # instead cut the lungs while the field stayed the uncropped one's, and a
+            # lung-fields model then learnt "lungs cut by the frame" as COVID-19 (probe: +0.24).
+            img = cues.apply(img, ("crop",), rng)
+            found, weights = default_segmenter().views([img], fields=policy == "lung-fields")[0]
+            box, shape = found.as_tuple(), img.shape[:2]
+            kinds = tuple(k for k in kinds if k != "crop")
+        img = crop_to(img, box)
+        if kinds:
+            img = cues.apply(img, kinds, rng)
+        # The same pixels as `prepare_image` under the lung policies, from the cached view.
+        # (No field under "lungs": nothing is blacked out.)
+        return apply_lung_field(prepare_image(img, image_size, "stretch"), weights, box, shape)
+
+    return load
+
+
+def figure_like(images: ImageSet, image_size: int, policy: str, cues, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Every readable image once, with figure cues from a generator of its own file name, so the
+    same copies come back every call: (x (N, S, S) uint8, labels (N,)).
+
+    Validation of a model against source cues: a model that reads "figure => COVID-19" loses
+    on the figure-like normals and pneumonias here while it may still gain on the clean set.
+    """
+    view = view_loader(images.paths, image_size, policy, cues)
+    xs, ys = [], []
+    for path, label in zip(images.paths, images.labels, strict=False):
+        try:
+            xs.append(view(str(path), np.random.default_rng([seed, zlib.crc32(Path(path).name.encode())])))
+            ys.append(label)
+        except CxrError as exc:
+            log.warning("skipping %s: %s", Path(path).name, exc)
+    if not xs:
+        return np.zeros((0, image_size, image_size), np.uint8), np.zeros(0, np.int64)
+    return np.stack(xs), np.asarray(ys, np.int64)
+
+
 def make_dataset(
     images: ImageSet,
     image_size: int,
@@ -173,38 +231,13 @@ def make_dataset(
 
     cues = source_cues if training else None
     rng = np.random.default_rng(seed)
-    # Lung boxes (and fields) are found once per file, on the clean image, so the segmenter does
-    # not run again every epoch; figure cues other than the crop go on the lung crop, where a real
-    # figure has them.
-    views = lung_views(images.paths, policy) if policy in LUNG_POLICIES else None
+    view = view_loader(images.paths, image_size, policy, cues)
 
     def load(path_bytes):
         path = path_bytes.decode()
         try:
-            img = decode_image(path)
             # A child generator per image: the map runs in parallel threads.
-            child = np.random.default_rng(rng.integers(2**63)) if cues is not None else None
-            kinds = cues.draw(child) if cues is not None else ()
-            if views is None:
-                return prepare_image(cues.apply(img, kinds, child) if cues else img, image_size, policy), True
-            if views[path] is None:
-                raise CxrError("unreadable image")
-            box, weights, shape = views[path]
-            if "crop" in kinds:
-                # A figure is cropped before anyone looks for its lungs: crop the whole X-ray and
-                # find the box and field on the crop, as serving will. Cropping the lung box
-                # instead cut the lungs while the field stayed the uncropped one's, and a
-                # lung-fields model then learnt "lungs cut by the frame" as COVID-19 (probe: +0.24).
-                img = cues.apply(img, ("crop",), child)
-                found, weights = default_segmenter().views([img], fields=policy == "lung-fields")[0]
-                box, shape = found.as_tuple(), img.shape[:2]
-                kinds = tuple(k for k in kinds if k != "crop")
-            img = crop_to(img, box)
-            if kinds:
-                img = cues.apply(img, kinds, child)
-            # The same pixels as `prepare_image` under the lung policies, from the cached view.
-            # (No field under "lungs": nothing is blacked out.)
-            return apply_lung_field(prepare_image(img, image_size, "stretch"), weights, box, shape), True
+            return view(path, np.random.default_rng(rng.integers(2**63)) if cues is not None else None), True
         except CxrError as exc:
             log.warning("skipping %s: %s", Path(path).name, exc)
             return np.zeros((image_size, image_size), np.uint8), False

@@ -21,7 +21,7 @@ def probability_bars(classes: list[str], probs: np.ndarray, covid_threshold: flo
 
 def training_curves(history: dict[str, list[float]]) -> go.Figure:
     fig = go.Figure()
-    for key in ("loss", "val_loss", "accuracy", "val_accuracy"):
+    for key in ("loss", "val_loss", "val_figure_loss", "accuracy", "val_accuracy", "val_figure_accuracy"):
         if history.get(key):
             fig.add_trace(go.Scatter(y=history[key], x=list(range(1, len(history[key]) + 1)), name=key,
                                      mode="lines+markers", line={"dash": "dot" if key.startswith("val") else "solid"}))
