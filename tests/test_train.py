@@ -27,7 +27,13 @@ def test_training_on_mini_set_lowers_the_loss_and_saves_a_complete_model(mini_da
     assert card.classes == ["COVID19", "NORMAL", "PNEUMONIA"] and card.image_size == 96
     assert len(card.training["data"]["fingerprint"]) == 64
     assert card.training["data"]["n_train"] + card.training["data"]["n_validation"] == 24
-    assert set(card.metrics["validation"]) >= {"accuracy", "macro_auroc", "confusion", "ece"}
+    assert set(card.metrics["validation"]) >= {"accuracy", "macro_auroc", "confusion", "ece", "normal_below_threshold"}
+    # Epochs were chosen on clean and figure-like validation together, and the card shows both.
+    history = card.training["history"]
+    assert card.training["selected_by"] == "val_select_loss"
+    assert np.allclose(history["val_select_loss"], (np.array(history["val_loss"]) + history["val_figure_loss"]) / 2)
+    assert card.training["best_epoch"] == int(np.argmin(history["val_select_loss"])) + 1
+    assert card.metrics["validation_figure_like"]["n"] == card.metrics["validation"]["n"]
     json.loads(card.to_json())
     templates = load_templates(saved.path / "templates")
     assert {c: n for c, (_, n) in templates.items()} == card.training["data"]["train_counts"]
@@ -42,6 +48,14 @@ def test_training_can_be_cancelled_and_still_saves_best_weights(mini_data, tmp_p
     saved = train(config, ModelStore(tmp_path), on_epoch_end=lambda e, logs: seen.append(e),
                   should_stop=lambda: len(seen) >= 1)
     assert len(seen) == 1 and saved.card.training["epochs_run"] == 1
+
+
+def test_figure_validation_can_be_turned_off(mini_data, tmp_path):
+    config = TrainConfig(data=mini_data, epochs=2, image_size=64, batch_size=8, name="plainsel",
+                         figure_validation=False)
+    card = train(config, ModelStore(tmp_path)).card
+    assert card.training["selected_by"] == "val_loss" and "val_figure_loss" not in card.training["history"]
+    assert "validation_figure_like" not in card.metrics
 
 
 def test_binary_reference_head_predicts_covid_probability(mini_data, tmp_path):
