@@ -64,3 +64,19 @@ def normals_below(probs: np.ndarray, labels: np.ndarray, classes: list[str], thr
     if not normal.any():
         return None
     return round(float((probs[normal, classes.index(COVID)] < threshold).mean()), 4)
+
+
+def describe(card) -> str | None:
+    """How a model's epoch was chosen and how it does on figure-like validation, in plain words
+    (None for a card from before figure-like validation)."""
+    figure = card.metrics.get("validation_figure_like")
+    clean = card.metrics.get("validation", {})
+    if not figure or not clean:
+        return None
+    text = (f"Kept epoch {card.training.get('best_epoch')}, chosen on clean and figure-like validation loss together. "
+            f"On figure-like copies of the {figure['n']} validation images: accuracy {figure['accuracy']:.3f} "
+            f"(clean {clean['accuracy']:.3f})")
+    if figure.get("normal_below_threshold") is not None and clean.get("normal_below_threshold") is not None:
+        text += (f"; {figure['normal_below_threshold']:.0%} of normals below the COVID-19 threshold "
+                 f"(clean {clean['normal_below_threshold']:.0%})")
+    return text + "."

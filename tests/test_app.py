@@ -111,6 +111,7 @@ def test_evaluation_page_runs_the_shortcut_probe(app_env):
     at = run_page("evaluation_page.py", timeout=300)
     at.tabs[1]  # "Shortcuts and calibration"
     assert "What this model may be learning" in texts(at) and "Calibration" in texts(at)
+    assert "chosen on clean and figure-like validation loss together" in texts(at)
     at.button(key="run-probe").click()
     at.run(timeout=300)
     assert not at.exception and not at.error
@@ -158,6 +159,7 @@ def test_retrain_page_trains_evaluates_and_activates(app_env):
     shown = texts(at)
     assert f"Saved as **{job.result.name}**" in "\n".join(s.value for s in at.success)
     assert "new model vs the active one" in shown
+    assert "of normals below the COVID-19 threshold (clean" in shown  # figure-like validation
     assert set(job.evaluation) == {"new", "active"} and job.evaluation["new"]["n"] == 12
     assert job.result.card.resize_policy == "lung-fields"
     at.button(key="activate-new").click()

@@ -6,6 +6,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
+from cxr import selection
 from cxr.app.charts import confusion_heatmap, reliability_diagram, roc_curves
 from cxr.app.resources import active_model_path, load_explainer, load_predictor
 from cxr.config import get_paths
@@ -142,6 +143,9 @@ with tab_shortcuts:
                     f"ECE {calibration['ece_before']:.3f} before and {calibration['ece_after']:.3f} after; "
                     f"COVID-19 threshold {card.covid_threshold:.3f} for "
                     f"{calibration.get('target_sensitivity', 0.95):.0%} validation sensitivity.")
+    chosen = selection.describe(card)
+    if chosen:
+        st.markdown(f"**Model selection:** {chosen}")
     recorded = card.metrics.get("shortcut_probe")
     if recorded:
         st.markdown(f"**Shortcut probe recorded with the model** (on {recorded['data']}, {recorded['split']})")

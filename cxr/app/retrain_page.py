@@ -7,6 +7,7 @@ import time
 import pandas as pd
 import streamlit as st
 
+from cxr import selection
 from cxr.app.charts import training_curves
 from cxr.app.resources import clear_model_caches, job_runner, model_store
 from cxr.config import get_paths
@@ -87,6 +88,9 @@ def show_job() -> None:
         st.error(f"Training failed: {job.error}")
         return
     st.success(f"Saved as **{job.result.name}**" + (" (stopped early by you)" if job.status == "cancelled" else ""))
+    chosen = selection.describe(job.result.card)
+    if chosen:
+        st.markdown(chosen)
     if job.evaluation:
         table = {role: {"model": m.get("model"), "accuracy": m.get("accuracy"), "macro AUROC": m.get("macro_auroc"),
                         "COVID-vs-normal AUROC": (m.get("binary") or {}).get("auroc"), "ECE": m.get("ece")}
