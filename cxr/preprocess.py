@@ -66,12 +66,15 @@ def model_views(imgs: list[np.ndarray], size: int, policy: str) -> list[tuple[np
     """`model_view` of several images; the lung policies run the segmenter once for the batch."""
     if policy not in RESIZE_POLICIES:
         raise ValueError(f"unknown resize policy {policy!r}; choose one of {RESIZE_POLICIES}")
-    if policy != "lung-fields":
+    if policy not in LUNG_POLICIES:
         return [(crop_box(img, box, size), box) for img, box in zip(imgs, input_boxes(imgs, policy), strict=True)]
     from cxr.lungs import default_segmenter
 
+    # Both lung policies take one path (as the training loader does): the field is built, and
+    # blacks out the outside of the lungs, only under "lung-fields".
     out = []
-    for img, (box, field) in zip(imgs, default_segmenter().views(list(imgs)), strict=True):
+    for img, (box, field) in zip(imgs, default_segmenter().views(list(imgs), fields=policy == "lung-fields"),
+                                 strict=True):
         box = box.as_tuple()
         out.append((apply_lung_field(crop_box(img, box, size), field, box, np.asarray(img).shape[:2]), box))
     return out
