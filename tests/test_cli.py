@@ -164,3 +164,28 @@ def test_train_command_defaults_are_the_library_defaults():
              "val_fraction": "val_fraction", "seed": "seed", "arch": "arch"}
     assert args.no_figure_validation is not fields["figure_validation"]
     assert {cli: getattr(args, cli) for cli in pairs} == {cli: fields[lib] for cli, lib in pairs.items()}
+
+
+def test_calibrate_refits_what_training_fitted(tiny_model, tmp_path):
+    """`calibrate` on a model whose card lost its fitted parts brings back the same ones."""
+    import shutil
+
+    model = tmp_path / "m"
+    shutil.copytree(tiny_model, model)
+    original = json.loads((model / "card.json").read_text())
+    stripped = {**original, "temperature": 1.0, "covid_threshold": 0.5,
+                "metrics": {k: v for k, v in original["metrics"].items()
+                            if k not in ("calibration", "validation", "validation_figure_like")}}
+    (model / "card.json").write_text(json.dumps(stripped))
+    out = run_cli("calibrate", "--model", model)
+    assert out.returncode == 0, out.stderr
+    card = json.loads((model / "card.json").read_text())
+    assert json.loads(out.stdout)["temperature"] == card["temperature"] == pytest.approx(original["temperature"])
+    assert card["covid_threshold"] == pytest.approx(original["covid_threshold"])
+    for key in ("validation", "validation_figure_like"):
+        assert card["metrics"][key]["accuracy"] == pytest.approx(original["metrics"][key]["accuracy"])
+
+    del stripped["training"]["data"]
+    (model / "card.json").write_text(json.dumps(stripped))
+    out = run_cli("calibrate", "--model", model)
+    assert out.returncode == 2 and "does not record its training data" in out.stderr and "Traceback" not in out.stderr
