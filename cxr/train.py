@@ -149,7 +149,8 @@ def train(
     log.info("train %s, validation %s", train_set.counts(), val_set.counts())
 
     train_ds, val_ds = training_datasets(config, train_set, val_set)
-    figure_val = figure_validation_set(config, val_set) if config.figure_validation else None
+    figure_val = (figure_validation_set(val_set, config.image_size, config.resize_policy, config.seed)
+                  if config.figure_validation else None)
     monitor = selection.MONITOR if figure_val is not None else "val_loss"
 
     if config.strategy != "none":
@@ -248,9 +249,9 @@ def training_datasets(config: TrainConfig, train_set: ImageSet, val_set: ImageSe
     return train_ds, make_dataset(val_set, config.image_size, config.resize_policy, config.batch_size)
 
 
-def figure_validation_set(config: TrainConfig, val_set: ImageSet) -> tuple[np.ndarray, np.ndarray]:
+def figure_validation_set(val_set: ImageSet, image_size: int, policy: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Figure-like copies of the validation images (every one gets cues), the same every epoch."""
-    return figure_like(val_set, config.image_size, config.resize_policy, SourceCues(p=1.0), config.seed)
+    return figure_like(val_set, image_size, policy, SourceCues(p=1.0), seed)
 
 
 def compiled_model(config: TrainConfig, n_classes: int):
@@ -330,11 +331,8 @@ def refinalize(path: Path) -> ModelCard:
     if data.get("fingerprint") and fingerprint(images) != data["fingerprint"]:
         raise DatasetError(f"The data at {data['path']} is not the data {card.name} was trained on.")
     train_set, val_set = split_train_val(images, cfg.get("val_fraction", 0.15), cfg.get("seed", 0))
-    figure_val = None
-    if cfg.get("figure_validation"):
-        config = TrainConfig(data=Path(data["path"]), image_size=card.image_size, resize_policy=card.resize_policy,
-                             seed=cfg.get("seed", 0))
-        figure_val = figure_validation_set(config, val_set)
+    figure_val = (figure_validation_set(val_set, card.image_size, card.resize_policy, cfg.get("seed", 0))
+                  if cfg.get("figure_validation") else None)
     write_extra = finalize(model, card, train_set, val_set, cfg.get("batch_size", 32), figure_val)
     write_extra(Path(path))
     card.save(Path(path))
