@@ -230,20 +230,21 @@ def make_dataset(
     import tensorflow as tf
 
     cues = source_cues if training else None
-    rng = np.random.default_rng(seed)
     view = view_loader(images.paths, image_size, policy, cues)
 
-    def load(path_bytes):
+    def load(path_bytes, key):
         path = path_bytes.decode()
         try:
-            # A child generator per image: the map runs in parallel threads.
-            return view(path, np.random.default_rng(rng.integers(2**63)) if cues is not None else None), True
+            # Each element's cues come from its own key, drawn in pipeline order from a seeded
+            # stream (below): the map runs in parallel threads, and one shared generator made every
+            # run differ; a per-file visit count did too, because prefetching loads files ahead.
+            return view(path, np.random.default_rng([seed, int(key) % 2**63]) if cues else None), True
         except CxrError as exc:
             log.warning("skipping %s: %s", Path(path).name, exc)
             return np.zeros((image_size, image_size), np.uint8), False
 
-    def load_tf(path, label):
-        img, ok = tf.numpy_function(load, [path], (tf.uint8, tf.bool), stateful=cues is not None)
+    def load_tf(path, label, key):
+        img, ok = tf.numpy_function(load, [path, key], (tf.uint8, tf.bool), stateful=False)
         img.set_shape((image_size, image_size))
         ok.set_shape(())
         return img, label, ok
@@ -251,11 +252,16 @@ def make_dataset(
     ds = tf.data.Dataset.from_tensor_slices(([str(p) for p in images.paths], np.asarray(images.labels, np.int32)))
     if training:
         ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.map(load_tf, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
+    # A new key per element and pass, the same sequence in every run with this seed.
+    keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+    ds = tf.data.Dataset.zip(ds, keys).map(lambda pair, key: (*pair, key))
+    # In order (deterministic), so a seed gives the same batches every run.
+    ds = ds.map(load_tf, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.filter(_is_readable).map(_drop_flag).batch(batch_size).map(_add_channel)
     if training and augment is not None:
-        # Augment the single grey channel, before it is tripled: a third of the work.
-        ds = ds.map(lambda x, y: (augment(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+        # Augment the single grey channel, before it is tripled: a third of the work. One batch
+        # at a time: its random ops draw from one seeded stream, which parallel calls would race for.
+        ds = ds.map(lambda x, y: (augment(x), y))
     return ds.map(_to_three_channels).prefetch(tf.data.AUTOTUNE)
 
 
