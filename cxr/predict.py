@@ -95,10 +95,14 @@ class Predictor:
 
     def infer_images(self, imgs: Iterable[np.ndarray], batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
         """Decoded (H, W) uint8 images -> (probabilities (N, C), features (N, D)), `batch_size` at a time."""
-        imgs = list(imgs)
+        return self.infer_views((self.prepare(img) for img in imgs), batch_size)
+
+    def infer_views(self, views: Iterable[np.ndarray], batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+        """Model views ((S, S) uint8, already prepared) -> (probabilities (N, C), features (N, D))."""
+        views = list(views)
         probs, features = [], []
-        for i in range(0, len(imgs), batch_size):
-            p, f = self.infer(to_model_input(np.stack([self.prepare(img) for img in imgs[i:i + batch_size]])))
+        for i in range(0, len(views), batch_size):
+            p, f = self.infer(to_model_input(np.stack(views[i:i + batch_size])))
             probs.append(p)
             features.append(f)
         if not probs:

@@ -294,7 +294,7 @@ def finalize(model, card: ModelCard, train_set: ImageSet, val_set: ImageSet, bat
     val_probs = apply_temperature(val_probs, card.temperature)
     card.metrics["validation"] = validation_metrics(val_probs, val_labels, card)
     if figure_val is not None and len(figure_val[1]):
-        figure_probs = apply_temperature(selection.probabilities(model, figure_val[0], batch_size), card.temperature)
+        figure_probs = predictor.infer_views(figure_val[0], batch_size)[0]  # calibrated: card.temperature is set
         card.metrics["validation_figure_like"] = validation_metrics(figure_probs, figure_val[1], card)
     # The OOD gate learns the training X-rays as the model sees them at serving time (no augmentation).
     gate = OodGate.fit(predictor.infer_imageset(train_set, batch_size)[2], val_features)
