@@ -40,6 +40,8 @@ class ModelCard:
         size = f"{self.image_size}x{self.image_size}"
         geometry = {
             "lungs": f"crop to the box around the lung fields (cxr.lungs segmenter), resize to {size}",
+            "lung-square": f"crop to the square box around the lung fields at their own scale (cxr.lungs "
+                           f"segmenter; black where it leaves the image), resize to {size}",
             "lung-fields": f"crop to the box around the lung fields (cxr.lungs segmenter), resize to {size}, "
                            "black out everything outside the grown lung fields",
         }.get(self.resize_policy, f"{self.resize_policy} to {size}")

@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, default=None, help="default: the architecture's own")
     p.add_argument("--resize", default="lungs", choices=RESIZE_POLICIES,
                    help="how an X-ray becomes square: crop (central square), lungs (box around the lung "
-                        "fields), lung-fields (that box, outside the lung fields blacked out), letterbox, stretch")
+                        "fields, clipped to the image), lung-square (that box kept square, padded black, never "
+                        "stretched), lung-fields (that box, outside the lung fields blacked out), letterbox, stretch")
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--source-cues", type=float, default=0.5,
                    help="share of training images of every class degraded like journal figures (0 = plain recipe)")

@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from cxr.decode import decode_image
 from cxr.errors import CxrError, DatasetError
 from cxr.lungs import default_segmenter
-from cxr.preprocess import LUNG_POLICIES, apply_lung_field, prepare_image
+from cxr.preprocess import LUNG_POLICIES, apply_lung_field, lung_options, prepare_image
 
 log = logging.getLogger(__name__)
 
@@ -140,16 +141,16 @@ def lung_views(paths, policy: str = "lungs", batch_size: int = 32) -> dict[str, 
                 decoded.append((path, decode_image(path)))
             except CxrError:
                 out[path] = None
-        views = segmenter.views([img for _, img in decoded], fields=policy == "lung-fields")
+        views = segmenter.views([img for _, img in decoded], **lung_options(policy))
         for (path, img), (box, lungs) in zip(decoded, views, strict=True):
             out[path] = (box.as_tuple(), lungs, img.shape[:2])
     return out
 
 
 def crop_to(img: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
-    """The box of a decoded image, at full resolution."""
-    left, top, right, bottom = box
-    return np.asarray(img)[max(top, 0):bottom, max(left, 0):right]
+    """The box of a decoded image, at full resolution; black where the box leaves the frame (as
+    `cxr.preprocess.crop_box`)."""
+    return np.asarray(Image.fromarray(np.asarray(img, np.uint8)).crop(box))
 
 
 def view_loader(paths, image_size: int, policy: str, cues=None):
@@ -176,7 +177,7 @@ def view_loader(paths, image_size: int, policy: str, cues=None):
             # instead cut the lungs while the field stayed the uncropped one's, and a
             # lung-fields model then learnt "lungs cut by the frame" as COVID-19 (probe: +0.24).
             img = cues.apply(img, ("crop",), rng)
-            found, weights = default_segmenter().views([img], fields=policy == "lung-fields")[0]
+            found, weights = default_segmenter().views([img], **lung_options(policy))[0]
             box, shape = found.as_tuple(), img.shape[:2]
             kinds = tuple(k for k in kinds if k != "crop")
         img = crop_to(img, box)

@@ -71,7 +71,9 @@ def boxed_png(analysis: Analysis, max_side: int = 512) -> bytes:
     scale = min(1.0, max_side / max(pil.size))
     pil = pil.resize((max(1, round(pil.width * scale)), max(1, round(pil.height * scale))))
     if analysis.box is not None:
-        left, top, right, bottom = (round(v * scale) for v in analysis.box)
+        # A lung-square box may reach past the upload (the model saw black there): outline what is on it.
+        left, top = (max(0, round(v * scale)) for v in analysis.box[:2])
+        right, bottom = min(pil.width, round(analysis.box[2] * scale)), min(pil.height, round(analysis.box[3] * scale))
         ImageDraw.Draw(pil).rectangle((left, top, right - 1, bottom - 1), outline=(255, 200, 0),
                                       width=max(2, round(max(pil.size) / 150)))
     return png_bytes(np.asarray(pil))

@@ -17,10 +17,18 @@ from cxr.lungs import central_square
 # design did and distorts non-square images. "lungs" crops to the box around the lung fields found
 # by `cxr.lungs` (plus a margin), so the lungs fill every input at the same scale whatever the
 # source's framing, and most of the frame (borders, letters, markers) never reaches the model.
+# "lung-square" is that box kept square at the lungs' scale, black where it leaves the frame, so a
+# figure cut close to the lungs is not stretched (see `cxr.lungs`).
 # "lung-fields" is the lung box with everything outside the (grown) lung fields blacked out, so
 # letters, arrows and the mediastinum edge inside the box cannot reach the model either.
-RESIZE_POLICIES = ("crop", "letterbox", "stretch", "lungs", "lung-fields")
-LUNG_POLICIES = ("lungs", "lung-fields")  # the policies that need the lung segmenter
+RESIZE_POLICIES = ("crop", "letterbox", "stretch", "lungs", "lung-square", "lung-fields")
+LUNG_POLICIES = ("lungs", "lung-square", "lung-fields")  # the policies that need the lung segmenter
+
+
+def lung_options(policy: str) -> dict[str, bool]:
+    """`LungSegmenter.views` keyword arguments of a lung policy: whether to build the lung field
+    (only "lung-fields" blacks out the rest) and whether the box may leave the frame."""
+    return {"fields": policy == "lung-fields", "pad": policy == "lung-square"}
 
 
 def input_box(img: np.ndarray, policy: str) -> tuple[int, int, int, int]:
@@ -37,7 +45,7 @@ def input_boxes(imgs: list[np.ndarray], policy: str) -> list[tuple[int, int, int
     if policy in LUNG_POLICIES:
         from cxr.lungs import default_segmenter
 
-        return [box.as_tuple() for box in default_segmenter().boxes(list(imgs))]
+        return [box.as_tuple() for box in default_segmenter().boxes(list(imgs), pad=lung_options(policy)["pad"])]
     return [_geometric_box(np.asarray(img).shape[:2], policy) for img in imgs]
 
 
@@ -73,8 +81,7 @@ def model_views(imgs: list[np.ndarray], size: int, policy: str) -> list[tuple[np
     # Both lung policies take one path (as the training loader does): the field is built, and
     # blacks out the outside of the lungs, only under "lung-fields".
     out = []
-    for img, (box, field) in zip(imgs, default_segmenter().views(list(imgs), fields=policy == "lung-fields"),
-                                 strict=True):
+    for img, (box, field) in zip(imgs, default_segmenter().views(list(imgs), **lung_options(policy)), strict=True):
         box = box.as_tuple()
         out.append((apply_lung_field(crop_box(img, box, size), field, box, np.asarray(img).shape[:2]), box))
     return out

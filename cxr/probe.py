@@ -36,6 +36,10 @@ _RECIPE = {
     "lungs": "This model only sees the box around the lung fields (found by a lung segmenter), at the same scale "
              "whatever the source's framing, so borders, most letters and markers, and the tightness of a crop "
              "never reach it; ",
+    "lung-square": "This model only sees the square box around the lung fields (found by a lung segmenter), at the "
+                   "same scale and shape whatever the source's framing (black where the box leaves the image, "
+                   "never stretched), so borders, most letters and markers, and the tightness of a crop never "
+                   "reach it; ",
     "lung-fields": "This model only sees the lung fields (found by a lung segmenter, grown a little, everything "
                    "else blacked out), at the same scale whatever the source's framing, so borders, letters, "
                    "markers and arrows outside the lungs, and the tightness of a crop, never reach it; ",

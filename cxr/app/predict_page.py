@@ -98,7 +98,8 @@ for upload in uploads:
             if lungs:  # what was cut away never reached the model: borders, letters, markers
                 cols[0].image(boxed_png(analysis), caption="Upload, lung box in yellow", width="stretch")
             a, b = cols[-2:]
-            seen = {"lungs": "Model input (lung box)", "lung-fields": "Model input (lung fields)"}
+            seen = {"lungs": "Model input (lung box)", "lung-square": "Model input (lung box)",
+                    "lung-fields": "Model input (lung fields)"}
             a.image(analysis.prepared, caption=seen.get(card.resize_policy, "Model input"), width="stretch")
             b.image(overlay_png(analysis, heatmap, opacity), caption=f"{METHODS[method]}: {explained}",
                     width="stretch")

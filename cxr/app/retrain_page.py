@@ -36,7 +36,9 @@ else:
         st.error(str(exc))
         counts = {}
     # The form starts at the library's defaults, so the app and `python -m cxr train` agree.
-    framings = {"lungs": "Lung box", "lung-fields": "Lung fields only (rest blacked out)",
+    framings = {"lungs": "Lung box",
+                "lung-square": "Lung box, square (padded, never stretched)",
+                "lung-fields": "Lung fields only (rest blacked out)",
                 "crop": "Central square", "letterbox": "Letterbox (whole image, black bars)",
                 "stretch": "Stretch (the reference design; distorts non-square images)"}
     with st.form("train-form"):
