@@ -62,6 +62,54 @@ def test_lung_box_never_passes_the_frame_and_fields_map_any_box():
     assert weights.shape == (32, 32) and weights[0, 0] == 0.0 and weights.max() == pytest.approx(1.0)
 
 
+def test_lung_square_letterboxes_a_clipped_box_instead_of_stretching_it():
+    """Lungs nearly as wide as a landscape figure: the clipped box is 598 x 300 (the "lungs" policy
+    stretches it); the padded box is that box grown evenly past the top and bottom to a square."""
+    prob = _two_lungs(top=5, bottom=125, left=(5, 80))  # 110 of 128 columns: 516 px, 598 with margins
+    clipped = lung_box(prob, (300, 600))
+    padded = lung_box(prob, (300, 600), pad=True)
+    assert (clipped.right - clipped.left, clipped.bottom - clipped.top) == (598, 300)
+    assert padded.right - padded.left == padded.bottom - padded.top == 598
+    assert (padded.left, padded.right) == (clipped.left, clipped.right)
+    assert padded.top == -149 and padded.bottom == 449  # 149 px of black above and below
+
+
+def test_lung_square_boxes_are_square_and_hold_the_clipped_box():
+    rng = np.random.default_rng(1)
+    for _ in range(300):
+        h, w = int(rng.integers(100, 900)), int(rng.integers(100, 900))
+        top, left = int(rng.integers(0, 40)), int(rng.integers(0, 30))
+        prob = _two_lungs(top=top, bottom=int(rng.integers(top + 60, 128)), left=(left, left + 50),
+                          width=int(rng.integers(20, 45)))
+        clipped, padded = lung_box(prob, (h, w)), lung_box(prob, (h, w), pad=True)
+        side = padded.right - padded.left
+        assert abs((padded.bottom - padded.top) - side) <= 1
+        assert padded.left <= clipped.left and padded.right >= clipped.right
+        assert padded.top <= clipped.top and padded.bottom >= clipped.bottom
+        if clipped.right - clipped.left == clipped.bottom - clipped.top:
+            assert padded == clipped  # nothing was clipped: the two policies agree
+        else:  # bars of equal width (to a pixel) on the clipped axis only
+            bars = (-padded.left, padded.right - w) if padded.left < 0 else (-padded.top, padded.bottom - h)
+            assert min(bars) >= 0 and abs(bars[0] - bars[1]) <= 1
+
+
+def test_lung_square_input_of_a_landscape_figure_has_even_black_bars(full_data):
+    """A real COVID-19 figure whose lungs fill its width: black bars above and below, no stretch."""
+    for path in sorted((full_data / "test" / "COVID19").glob("*.jpg")):
+        img = decode_image(path)
+        clipped, _ = model_view(img, 96, "lungs")
+        pixels, box = model_view(img, 96, "lung-square")
+        bars = box[1] < 0 or box[3] > img.shape[0]
+        if box[2] - box[0] == box[3] - box[1] and bars and box[0] >= 0 and box[2] <= img.shape[1]:
+            break
+    else:
+        pytest.fail("no test COVID-19 figure with a vertically clipped lung box")
+    black_rows = np.flatnonzero(pixels.max(axis=1) == 0)
+    top, bottom = (black_rows < 48).sum(), (black_rows >= 48).sum()
+    assert top >= 2 and bottom >= 2 and abs(top - bottom) <= 2, (top, bottom)
+    assert not (clipped.max(axis=1) == 0).any()  # the stretched input has no bars
+
+
 def test_no_plausible_lungs_fall_back_to_the_central_square():
     empty = lung_box(np.zeros((SEG_SIZE, SEG_SIZE)), (300, 400))
     assert not empty.found and empty.as_tuple() == central_square((300, 400)) == (50, 0, 350, 300)
@@ -201,7 +249,7 @@ def test_missing_segmenter_is_a_typed_error(tmp_path):
         LungSegmenter.load(tmp_path)
 
 
-@pytest.mark.parametrize("policy", ["lungs", "lung-fields"])
+@pytest.mark.parametrize("policy", ["lungs", "lung-square", "lung-fields"])
 def test_lung_policy_dataset_matches_serving_exactly(mini_data, policy):
     """The training pipeline (boxes and fields found once per file) gives the served pixels."""
     images = load_imageset(mini_data, "test")
@@ -223,7 +271,7 @@ class _LeftHalfCrop:
         return np.ascontiguousarray(img[:, : img.shape[1] * 3 // 5])
 
 
-@pytest.mark.parametrize("policy", ["lungs", "lung-fields"])
+@pytest.mark.parametrize("policy", ["lungs", "lung-square", "lung-fields"])
 def test_crop_cue_is_applied_before_the_lungs_are_found(mini_data, policy):
     """A figure is cropped before anyone finds its lungs, so the training crop must be too: the
     pipeline's pixels are the served pixels of the cropped X-ray (box and field found on the crop)."""

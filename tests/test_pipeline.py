@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from cxr.errors import InvalidImageError
-from cxr.pipeline import analyze, explain, overlay_png
+from cxr.pipeline import Analysis, analyze, boxed_png, explain, overlay_png
 from cxr.predict import Predictor
 from cxr.report_image import DISCLAIMER, render_report
 from cxr.saliency import Explainer
@@ -28,6 +28,17 @@ def test_analyze_explain_overlay_from_bytes(predictor):
     png = overlay_png(analysis, heat, 0.5)
     with Image.open(io.BytesIO(png)) as pil:
         assert pil.size == (96, 96) and pil.mode == "RGB"
+
+
+def test_boxed_png_outlines_a_box_that_leaves_the_upload():
+    """A lung-square box may reach past the upload (black bars): its outline stays on the image."""
+    img = np.zeros((100, 200), np.uint8)
+    analysis = Analysis(img, img[:96, :96], np.array([1.0]), ["NORMAL"], box=(20, -50, 180, 150))
+    with Image.open(io.BytesIO(boxed_png(analysis))) as pil:
+        rgb = np.asarray(pil.convert("RGB"))
+    yellow = (rgb[..., 0] > 200) & (rgb[..., 2] < 50)
+    assert yellow[0, 20:180].all() and yellow[-1, 20:180].all()  # top and bottom edges drawn on the frame
+    assert yellow[:, 20].all() and yellow[:, 179].all() and not yellow[50, 100]
 
 
 def test_analyze_rejects_bad_bytes(predictor):
