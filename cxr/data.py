@@ -46,6 +46,10 @@ class ImageSet:
     def counts(self) -> dict[str, int]:
         return {c: self.labels.count(i) for i, c in enumerate(self.classes)}
 
+    def class_names(self) -> list[str]:
+        """The class name of every image, in `paths` order."""
+        return [self.classes[label] for label in self.labels]
+
     def subset(self, index) -> ImageSet:
         index = list(index)
         pick = lambda seq: [seq[i] for i in index] if seq else []  # noqa: E731
@@ -153,19 +157,21 @@ def crop_to(img: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
     return np.asarray(Image.fromarray(np.asarray(img, np.uint8)).crop(box))
 
 
-def view_loader(paths, image_size: int, policy: str, cues=None):
+def view_loader(paths, image_size: int, policy: str, cues=None, labels=None):
     """`load(path, rng) -> (S, S) uint8`: one file as the model sees it, with figure cues drawn from
-    `rng` if `cues` (a `cxr.shortcut.SourceCues`) is given. Raises CxrError for an unreadable file.
+    `rng` if `cues` (a `cxr.shortcut.SourceCues`) is given, for the class name of each path in
+    `labels` (aligned with `paths`; cues may depend on it). Raises CxrError for an unreadable file.
 
     Lung boxes (and fields) are found once per file, on the clean image, so the segmenter does
     not run again every epoch; figure cues other than the crop go on the lung crop, where a real
     figure has them.
     """
     views = lung_views(paths, policy) if policy in LUNG_POLICIES else None
+    label_of = dict(zip(map(str, paths), labels, strict=True)) if labels is not None else {}
 
     def load(path: str, rng: np.random.Generator | None) -> np.ndarray:
         img = decode_image(path)
-        kinds = cues.draw(rng) if cues is not None else ()
+        kinds = cues.draw(rng, label_of.get(path)) if cues is not None else ()
         if views is None:
             return prepare_image(cues.apply(img, kinds, rng) if cues else img, image_size, policy)
         if views[path] is None:
@@ -197,7 +203,7 @@ def figure_like(images: ImageSet, image_size: int, policy: str, cues, seed: int 
     Validation of a model against source cues: a model that reads "figure => COVID-19" loses
     on the figure-like normals and pneumonias here while it may still gain on the clean set.
     """
-    view = view_loader(images.paths, image_size, policy, cues)
+    view = view_loader(images.paths, image_size, policy, cues, images.class_names())
     xs, ys = [], []
     for path, label in zip(images.paths, images.labels, strict=False):
         try:
@@ -231,7 +237,7 @@ def make_dataset(
     import tensorflow as tf
 
     cues = source_cues if training else None
-    view = view_loader(images.paths, image_size, policy, cues)
+    view = view_loader(images.paths, image_size, policy, cues, images.class_names())
 
     def load(path_bytes, key):
         path = path_bytes.decode()

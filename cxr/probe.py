@@ -59,8 +59,12 @@ _CHECK = (
 def may_learn(card) -> str:
     """What a model with this card may be learning instead of disease, in plain words."""
     recipe = _RECIPE.get(card.resize_policy, "This model: ")
-    cues = bool(card.training.get("config", {}).get("source_cues", 0))
-    return _SOURCES + recipe + _CUES[cues] + _CHECK
+    config = card.training.get("config", {})
+    cues = _CUES[bool(config.get("source_cues", 0))]
+    if config.get("crop_others", 0):
+        cues += (f"{config['crop_others']:.0%} of its other training images were also cropped like figures, "
+                 "since every COVID-19 image here is a cropped figure. ")
+    return _SOURCES + recipe + cues + _CHECK
 
 
 # Single cues, then everything at once: what a real figure looks like.

@@ -148,15 +148,28 @@ class SourceCues:
     p: float = 0.5
     p_kind: float = 0.5
     max_side: int = 512  # shrink huge originals first: the cues cost ~ms per image at this size
+    # Every image of `figure_class` here is a figure cut out of a page, so its lungs are often cut
+    # close by the frame, while the other classes are whole originals. Cues at rate p on every
+    # class leave that imbalance (p x p_kind of the originals get cropped, all of the figures were);
+    # `crop_others` also crops that share of the OTHER classes' images, whatever `p` drew, so a
+    # frame close to the lungs stops marking the figure class.
+    crop_others: float = 0.0
+    figure_class: str = "COVID19"
 
-    def __call__(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        return self.apply(img, self.draw(rng), rng)
+    def __call__(self, img: np.ndarray, rng: np.random.Generator, label: str | None = None) -> np.ndarray:
+        return self.apply(img, self.draw(rng, label), rng)
 
-    def draw(self, rng: np.random.Generator) -> tuple[str, ...]:
-        """Which cues one image gets: none with probability 1 - p, else at least one kind."""
-        if rng.random() >= self.p:
-            return ()
-        return tuple(k for k in TRAINING_KINDS if rng.random() < self.p_kind) or (str(rng.choice(TRAINING_KINDS)),)
+    def draw(self, rng: np.random.Generator, label: str | None = None) -> tuple[str, ...]:
+        """Which cues one image (of class `label`, if known) gets: none with probability 1 - p, else
+        at least one kind; plus the crop with probability `crop_others` outside the figure class."""
+        kinds: tuple[str, ...] = ()
+        if rng.random() < self.p:
+            kinds = tuple(k for k in TRAINING_KINDS if rng.random() < self.p_kind) or (str(rng.choice(TRAINING_KINDS)),)
+        # Drawn only when used, so crop_others = 0 leaves a seed's cues exactly as before.
+        if (self.crop_others > 0 and label is not None and label != self.figure_class and "crop" not in kinds
+                and rng.random() < self.crop_others):
+            kinds += ("crop",)
+        return kinds
 
     def apply(self, img: np.ndarray, kinds: tuple[str, ...], rng: np.random.Generator) -> np.ndarray:
         if not kinds:

@@ -59,6 +59,10 @@ class TrainConfig:
     # JPEG-compressed, cropped, lettered, with arrows and borders (cxr.shortcut). 0 = the plain
     # recipe, in which those cues mark the COVID-19 class.
     source_cues: float = 0.5
+    # Share of the training images of the other classes that also get a figure's crop, on top of
+    # `source_cues` (cxr.shortcut.SourceCues.crop_others): every COVID-19 image here is a figure
+    # cut out of a page, and a tight crop was the one cue the lung-box models still read.
+    crop_others: float = 0.0
     val_fraction: float = 0.15  # held out from the training split, grouped by patient
     # Epochs without val_loss improvement before stopping: at the lower learning rate the best epoch
     # came at 21-35 of 40, and 8-12 had stopped some seeds before they had learnt much.
@@ -93,6 +97,8 @@ class TrainConfig:
             raise ValueError(f"strategy must be one of {STRATEGIES}")
         if not 0 <= self.source_cues <= 1:
             raise ValueError("source_cues must be between 0 and 1")
+        if not 0 <= self.crop_others <= 1:
+            raise ValueError("crop_others must be between 0 and 1")
         if not 0 < self.val_fraction < 0.5:
             raise ValueError("val_fraction must be between 0 and 0.5")
         if self.precise_bn < 0:
@@ -242,7 +248,8 @@ def training_datasets(config: TrainConfig, train_set: ImageSet, val_set: ImageSe
     from cxr.augment import augment_batch
 
     augment = augment_batch if config.augment else None
-    cues = SourceCues(config.source_cues) if config.source_cues > 0 else None
+    cues = (SourceCues(config.source_cues, crop_others=config.crop_others)
+            if config.source_cues > 0 or config.crop_others > 0 else None)
     train_ds = make_dataset(
         train_set, config.image_size, config.resize_policy, config.batch_size, True, augment, config.seed, cues
     )

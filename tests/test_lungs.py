@@ -263,7 +263,7 @@ def test_lung_policy_dataset_matches_serving_exactly(mini_data, policy):
 class _LeftHalfCrop:
     """Figure cues that always crop, deterministically: the left 60 % of the image."""
 
-    def draw(self, rng):
+    def draw(self, rng, label=None):
         return ("crop",)
 
     def apply(self, img, kinds, rng):
