@@ -145,6 +145,7 @@ def test_retrain_page_trains_evaluates_and_activates(app_env):
 
     assert at.selectbox(key="framing").value == TrainConfig.resize_policy  # the library's default
     at.selectbox(key="framing").set_value("lung-fields")
+    at.slider(key="crop-others").set_value(0.5)
     at.button[0].click()  # form submit
     at.run()
     assert not at.exception and not at.error
@@ -162,6 +163,7 @@ def test_retrain_page_trains_evaluates_and_activates(app_env):
     assert "of normals below the COVID-19 threshold (clean" in shown  # figure-like validation
     assert set(job.evaluation) == {"new", "active"} and job.evaluation["new"]["n"] == 12
     assert job.result.card.resize_policy == "lung-fields"
+    assert job.result.card.training["config"]["crop_others"] == 0.5
     at.button(key="activate-new").click()
     at.run()
     assert (app_env["store"] / "ACTIVE").read_text().strip() == job.result.name

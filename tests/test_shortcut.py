@@ -64,3 +64,53 @@ def test_training_pipeline_applies_cues_only_when_training(mini_data):
     assert train.shape == clean.shape and train.dtype == np.float32
     # Shuffled, so compare sorted per-image means: degraded images differ from every clean one.
     assert not np.allclose(np.sort(train.mean(axis=(1, 2, 3))), np.sort(clean.mean(axis=(1, 2, 3))))
+
+
+def test_crop_others_crops_every_other_class_and_leaves_the_figure_class_alone():
+    cues = SourceCues(p=0.0, crop_others=1.0)
+    rng = np.random.default_rng(0)
+    assert all(cues.draw(rng, name) == ("crop",) for name in ("NORMAL", "PNEUMONIA") for _ in range(20))
+    assert all(cues.draw(rng, "COVID19") == () for _ in range(20))
+    assert cues.draw(rng) == ()  # class unknown: nothing extra
+    half = SourceCues(p=0.5, crop_others=0.5)
+    drawn = [half.draw(np.random.default_rng(i), "NORMAL") for i in range(2000)]
+    # P(crop) = P(p drew it: ~0.5 x 0.5) + the rest x 0.5 = 0.625
+    assert abs(np.mean(["crop" in k for k in drawn]) - 0.625) < 0.04
+
+
+def test_crop_others_zero_draws_exactly_what_cues_drew_before():
+    """Runs pair with seeds trained before crop_others existed: with it off, no extra draw."""
+    old, new = SourceCues(p=0.5), SourceCues(p=0.5, crop_others=0.0)
+    for i in range(50):
+        rng_a, rng_b = np.random.default_rng(i), np.random.default_rng(i)
+        assert old.draw(rng_a) == new.draw(rng_b, "NORMAL") and rng_a.random() == rng_b.random()
+
+
+class _RecordingCues:
+    """Cues that record the class each training image was drawn for, and change nothing."""
+
+    def __init__(self):
+        self.seen = []
+
+    def draw(self, rng, label=None):
+        self.seen.append(label)
+        return ()
+
+    def apply(self, img, kinds, rng):
+        return img
+
+
+def test_training_pipeline_tells_the_cues_each_image_class(mini_data):
+    images = load_imageset(mini_data, "train")
+    cues = _RecordingCues()
+    for _ in make_dataset(images, 64, "crop", 8, training=True, source_cues=cues):
+        pass
+    assert sorted(cues.seen) == sorted(images.class_names())
+
+
+@pytest.mark.parametrize("field", ["source_cues", "crop_others"])
+def test_cue_shares_outside_0_to_1_are_refused(field):
+    from cxr.train import TrainConfig
+
+    with pytest.raises(ValueError, match=field):
+        TrainConfig(data="x", **{field: 1.5})

@@ -54,6 +54,11 @@ else:
                          help="Share of training images of every class made to look like journal figures "
                               "(downscaled, compressed, cropped, letters, arrows, borders), so the look of "
                               "the image stops predicting COVID-19. 0 = the plain recipe.")
+        crop_others = c1.slider("Figure crop on the other classes", 0.0, 1.0, TrainConfig.crop_others, 0.05,
+                                key="crop-others",
+                                help="Share of the NORMAL and PNEUMONIA training images also cropped tight like "
+                                     "a figure. Every COVID-19 image in the public collections is a cropped "
+                                     "figure, so a frame close to the lungs can otherwise mark COVID-19.")
         framing = c3.selectbox("Framing", RESIZE_POLICIES, format_func=framings.get, key="framing",
                                index=RESIZE_POLICIES.index(TrainConfig.resize_policy),
                                help="What part of each X-ray the model sees. The lung policies use the lung "
@@ -65,6 +70,7 @@ else:
             config = TrainConfig(data=choice, arch=arch, epochs=int(epochs), batch_size=int(batch),
                                  learning_rate=float(lr), image_size=int(size) or None,
                                  augment=augment, patience=int(patience), source_cues=float(cues),
+                                 crop_others=float(crop_others),
                                  resize_policy=framing,
                                  command=f"app: retrain on {choice.name}")
             runner.start(config, store)
