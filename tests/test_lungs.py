@@ -35,6 +35,16 @@ def _two_lungs(top=30, bottom=100, left=(20, 70), width=35) -> np.ndarray:
     return prob
 
 
+def _random_frames(seed: int, count: int = 300):
+    """(frame shape, lung probability map) pairs: frames of any size and aspect, lungs anywhere."""
+    rng = np.random.default_rng(seed)
+    for _ in range(count):
+        h, w = int(rng.integers(100, 900)), int(rng.integers(100, 900))
+        top, left = int(rng.integers(0, 40)), int(rng.integers(0, 30))
+        yield (h, w), _two_lungs(top=top, bottom=int(rng.integers(top + 60, 128)), left=(left, left + 50),
+                                 width=int(rng.integers(20, 45)))
+
+
 def test_lung_box_holds_both_lungs_with_a_margin_and_is_square():
     box = lung_box(_two_lungs(), (512, 512))
     assert box.found
@@ -50,12 +60,7 @@ def test_lung_box_stays_inside_a_non_square_frame():
 
 def test_lung_box_never_passes_the_frame_and_fields_map_any_box():
     """Rounding once put a box one pixel past the frame (a crash under lung-fields)."""
-    rng = np.random.default_rng(0)
-    for _ in range(300):
-        h, w = int(rng.integers(100, 900)), int(rng.integers(100, 900))
-        top, left = int(rng.integers(0, 40)), int(rng.integers(0, 30))
-        prob = _two_lungs(top=top, bottom=int(rng.integers(top + 60, 128)), left=(left, left + 50),
-                          width=int(rng.integers(20, 45)))
+    for (h, w), prob in _random_frames(seed=0):
         box = lung_box(prob, (h, w))
         assert 0 <= box.left < box.right <= w and 0 <= box.top < box.bottom <= h
     weights = field_in_box(lung_field(_two_lungs()), (-50, -20, 250, 280), (200, 200), 32)
@@ -75,12 +80,7 @@ def test_lung_square_letterboxes_a_clipped_box_instead_of_stretching_it():
 
 
 def test_lung_square_boxes_are_square_and_hold_the_clipped_box():
-    rng = np.random.default_rng(1)
-    for _ in range(300):
-        h, w = int(rng.integers(100, 900)), int(rng.integers(100, 900))
-        top, left = int(rng.integers(0, 40)), int(rng.integers(0, 30))
-        prob = _two_lungs(top=top, bottom=int(rng.integers(top + 60, 128)), left=(left, left + 50),
-                          width=int(rng.integers(20, 45)))
+    for (h, w), prob in _random_frames(seed=1):
         clipped, padded = lung_box(prob, (h, w)), lung_box(prob, (h, w), pad=True)
         side = padded.right - padded.left
         assert abs((padded.bottom - padded.top) - side) <= 1
