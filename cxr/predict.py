@@ -13,7 +13,7 @@ from cxr.data import IMAGE_SUFFIXES, ImageSet, load_for_model, load_imageset, ma
 from cxr.decode import decode_image
 from cxr.errors import CxrError
 from cxr.metrics import classification_metrics
-from cxr.ood import OodGate, feature_output
+from cxr.ood import OodGate, feature_layers, feature_output, legacy_layers
 from cxr.preprocess import LUNG_POLICIES, model_view, prepare_image, to_model_input
 from cxr.store import load_model
 
@@ -40,8 +40,11 @@ class Predictor:
         self.model = model
         self.card = card
         self.gate = gate
-        # One pass gives both the probabilities and the pooled features the OOD gate scores.
-        both = keras.Model(model.inputs, [model.output, feature_output(model)])
+        # One pass gives both the probabilities and the pooled features the OOD gate scores: the
+        # layers its gate was fitted on (a gate saved before it recorded them read the final
+        # features alone); without a gate, the layers a new gate is fitted on.
+        self.feature_layers = (gate.layers or legacy_layers(model)) if gate is not None else feature_layers(model)
+        both = keras.Model(model.inputs, [model.output, feature_output(model, self.feature_layers)])
         # A tf.function call costs ~1-3 ms for one image where model.predict costs ~35 ms.
         self._forward = tf.function(lambda x: both(x, training=False), reduce_retracing=True)
 

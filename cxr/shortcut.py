@@ -155,6 +155,7 @@ class SourceCues:
     # frame close to the lungs stops marking the figure class.
     crop_others: float = 0.0
     figure_class: str = "COVID19"
+    kinds: tuple[str, ...] = TRAINING_KINDS  # the OOD gate's figure copies use every KINDS
 
     def __call__(self, img: np.ndarray, rng: np.random.Generator, label: str | None = None) -> np.ndarray:
         return self.apply(img, self.draw(rng, label), rng)
@@ -164,7 +165,7 @@ class SourceCues:
         at least one kind; plus the crop with probability `crop_others` outside the figure class."""
         kinds: tuple[str, ...] = ()
         if rng.random() < self.p:
-            kinds = tuple(k for k in TRAINING_KINDS if rng.random() < self.p_kind) or (str(rng.choice(TRAINING_KINDS)),)
+            kinds = tuple(k for k in self.kinds if rng.random() < self.p_kind) or (str(rng.choice(self.kinds)),)
         # Drawn only when used, so crop_others = 0 leaves a seed's cues exactly as before.
         if (self.crop_others > 0 and label is not None and label != self.figure_class and "crop" not in kinds
                 and rng.random() < self.crop_others):

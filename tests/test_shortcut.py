@@ -78,6 +78,14 @@ def test_crop_others_crops_every_other_class_and_leaves_the_figure_class_alone()
     assert abs(np.mean(["crop" in k for k in drawn]) - 0.625) < 0.04
 
 
+def test_cues_draw_only_from_their_kinds():
+    """The OOD gate's figure copies add the caption strip, which training cues never draw."""
+    rng = np.random.default_rng(0)
+    training = {k for _ in range(200) for k in SourceCues(p=1.0).draw(rng)}
+    every = {k for _ in range(200) for k in SourceCues(p=1.0, kinds=KINDS).draw(rng)}
+    assert training == set(TRAINING_KINDS) and every == set(KINDS)
+
+
 def test_crop_others_zero_draws_exactly_what_cues_drew_before():
     """Runs pair with seeds trained before crop_others existed: with it off, no extra draw."""
     old, new = SourceCues(p=0.5), SourceCues(p=0.5, crop_others=0.0)
