@@ -5,8 +5,10 @@
 Nine kinds of non-chest image, all made here or bundled with scikit-image (no downloads): colour
 photographs, grey photographs, documents, textures, microscopy, another body part (retina), noise,
 blank images and synthetic patterns. A kind counts as flagged when >= 80 % of its images are.
-The real X-rays are the labelled split (internal test by default), also degraded like journal
-figures (still chest X-rays: they must not be flagged either). Prints JSON.
+The real X-rays are the labelled split (internal test by default), as they are and changed the ways
+X-rays from other hospitals and journals differ (still chest X-rays: they must not be flagged
+either): each journal-figure cue alone and all at once, and four changes no training step makes
+(darker, brighter, lower contrast, rotated). Prints JSON.
 """
 
 from __future__ import annotations
@@ -60,10 +62,28 @@ def non_chest_samples(seed: int = 0) -> dict[str, list[tuple[str, np.ndarray]]]:
     }
 
 
+def xray_variants(decoded: list[np.ndarray], seed: int = 0):
+    """(name, images) for each way of changing real X-rays that must not make them "not a chest X-ray"."""
+    from PIL import Image
+
+    from cxr.shortcut import KINDS, TRAINING_KINDS, degrade
+
+    for kind in KINDS:
+        rng = np.random.default_rng(seed)
+        yield kind, [degrade(img, (kind,), rng) for img in decoded]
+    rng = np.random.default_rng(seed)
+    yield "journal_figure", [degrade(img, TRAINING_KINDS, rng) for img in decoded]
+    # Exposure, windowing and positioning differ between hospitals; no training cue makes these.
+    yield "darker", [(255 * (img / 255.0) ** 1.6).astype(np.uint8) for img in decoded]
+    yield "brighter", [(255 * (img / 255.0) ** 0.6).astype(np.uint8) for img in decoded]
+    yield "low_contrast", [np.clip((img - 128.0) * 0.6 + 128, 0, 255).astype(np.uint8) for img in decoded]
+    yield "rotated", [np.asarray(Image.fromarray(img).rotate(8 if i % 2 else -8, Image.Resampling.BILINEAR))
+                      for i, img in enumerate(decoded)]
+
+
 def ood_report(predictor, data: Path, split: str, seed: int = 0) -> dict:
     from cxr.data import load_imageset
     from cxr.decode import decode_image
-    from cxr.shortcut import TRAINING_KINDS, degrade
 
     def scores(imgs: list[np.ndarray]) -> np.ndarray:
         return predictor.ood_scores(predictor.infer_images(imgs)[1])
@@ -78,8 +98,7 @@ def ood_report(predictor, data: Path, split: str, seed: int = 0) -> dict:
     images = load_imageset(data, split, predictor.classes)
     decoded = [decode_image(p) for p in images.paths]
     real = scores(decoded)
-    rng = np.random.default_rng(seed)
-    figures = scores([degrade(img, TRAINING_KINDS, rng) for img in decoded])
+    variants = {name: round(float((scores(imgs) > 1).mean()), 4) for name, imgs in xray_variants(decoded, seed)}
     flagged_real = [p.name for p, s in zip(images.paths, real, strict=True) if s > 1]
     return {
         "model": predictor.card.name,
@@ -89,7 +108,9 @@ def ood_report(predictor, data: Path, split: str, seed: int = 0) -> dict:
         "xray": {"data": str(data), "split": split, "n": len(real), "flagged": round(float((real > 1).mean()), 4),
                  "flagged_files": flagged_real, "score_median": round(float(np.median(real)), 3),
                  "score_p99": round(float(np.quantile(real, 0.99)), 3)},
-        "xray_as_journal_figure": {"n": len(figures), "flagged": round(float((figures > 1).mean()), 4)},
+        "xray_as_journal_figure": {"n": len(real), "flagged": variants["journal_figure"]},
+        "xray_variants": {"n": len(real), "flagged": variants,
+                          "worst": max(variants, key=variants.get) if variants else None},
     }
 
 
