@@ -38,7 +38,8 @@ lung findings. Published COVID-19 X-ray models lose most of their accuracy on ot
 COVID-19 threshold is the highest one that still found 95 % of the validation COVID-19 images.
 
 **Not an X-ray?** Images unlike the training X-rays (photos, documents, noise, other body parts) are
-flagged as out of distribution and get a warning instead of a diagnosis.
+flagged as out of distribution and get a warning instead of a diagnosis. Cropped, annotated,
+or re-compressed chest X-rays are still chest X-rays: the gate learnt them too, and lets them through.
 
 **Labels.** NIH labels are text-mined from reports and are noisy, particularly "pneumonia".
 """

@@ -15,6 +15,7 @@ from cxr.datasets import list_datasets
 from cxr.eda import aspect_separability, image_statistics
 from cxr.errors import CxrError
 from cxr.metrics import reliability_bins, roc_points
+from cxr.ood import describe as describe_gate
 from cxr.probe import figure_probe, heat_location, lung_masks, may_learn
 from cxr.report import metrics_by_normal_source
 
@@ -143,6 +144,9 @@ with tab_shortcuts:
                     f"ECE {calibration['ece_before']:.3f} before and {calibration['ece_after']:.3f} after; "
                     f"COVID-19 threshold {card.covid_threshold:.3f} for "
                     f"{calibration.get('target_sensitivity', 0.95):.0%} validation sensitivity.")
+    gate = describe_gate(card)
+    if gate:
+        st.markdown(f"**Out-of-distribution gate:** {gate}")
     chosen = selection.describe(card)
     if chosen:
         st.markdown(f"**Model selection:** {chosen}")
