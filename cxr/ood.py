@@ -4,9 +4,10 @@ A classifier always answers with one of its classes, even for a cat photo. The g
 far an image's features lie from the training images' features: the Mahalanobis distance under a
 shrunk (Ledoit-Wolf) covariance (Lee et al. 2018), scaled so that 1.0 is the boundary.
 
-The features are the global averages of the end of every convolutional stage (the input of each
-down-sampling layer) and of the final pooled features: early stages see edges and texture, which
-set photos, documents and noise apart; the last sees anatomy (Lee et al.'s feature ensemble).
+The features are the global averages of the end of every convolutional stage from an eighth of
+the input's side down (the input of each down-sampling layer) and of the final pooled features:
+middle stages see structure and texture, which set photos, documents and noise apart; the last
+sees anatomy (Lee et al.'s feature ensemble).
 The gate is fitted on the training X-rays both as they are and with journal-figure cues (crops,
 letters, arrows, JPEG, borders), and its boundary sits just above the largest distances seen on
 the held-out validation X-rays, clean and figure-like: a cropped, lettered or re-compressed chest
@@ -33,16 +34,22 @@ def _final_layer(model) -> str:
 
 
 def feature_layers(model) -> tuple[str, ...]:
-    """The layers a new gate reads: the end of every stage (whatever feeds a pooling layer) and
-    the final features."""
+    """The layers a new gate reads: the end of every stage (whatever feeds a pooling layer) at an
+    eighth of the input's side or coarser, and the final features.
+
+    Finer stages respond to pixel texture (JPEG blocks, noise, downscaling), which differs between
+    hospitals and journals and must not make a chest X-ray "unknown"; with them, the gate let more
+    photographs through on one of three models measured (models/README.md).
+    """
     import keras
 
+    side = model.inputs[0].shape[1]
     producers = {id(layer.output): layer for layer in model.layers}
     ends = []
     for layer in model.layers:
         if isinstance(layer, keras.layers.MaxPooling2D | keras.layers.AveragePooling2D):
             source = producers.get(id(layer.input))
-            if source is not None and source.name not in ends:
+            if source is not None and source.name not in ends and source.output.shape[1] * 8 <= side:
                 ends.append(source.name)
     final = _final_layer(model)
     return tuple(n for n in ends if n != final) + (final,)
