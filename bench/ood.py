@@ -64,8 +64,7 @@ def non_chest_samples(seed: int = 0) -> dict[str, list[tuple[str, np.ndarray]]]:
 
 def xray_variants(decoded: list[np.ndarray], seed: int = 0):
     """(name, images) for each way of changing real X-rays that must not make them "not a chest X-ray"."""
-    from PIL import Image
-
+    from cxr.acquisition import CHANGES, change
     from cxr.shortcut import KINDS, TRAINING_KINDS, degrade
 
     for kind in KINDS:
@@ -74,11 +73,8 @@ def xray_variants(decoded: list[np.ndarray], seed: int = 0):
     rng = np.random.default_rng(seed)
     yield "journal_figure", [degrade(img, TRAINING_KINDS, rng) for img in decoded]
     # Exposure, windowing and positioning differ between hospitals; no training cue makes these.
-    yield "darker", [(255 * (img / 255.0) ** 1.6).astype(np.uint8) for img in decoded]
-    yield "brighter", [(255 * (img / 255.0) ** 0.6).astype(np.uint8) for img in decoded]
-    yield "low_contrast", [np.clip((img - 128.0) * 0.6 + 128, 0, 255).astype(np.uint8) for img in decoded]
-    yield "rotated", [np.asarray(Image.fromarray(img).rotate(8 if i % 2 else -8, Image.Resampling.BILINEAR))
-                      for i, img in enumerate(decoded)]
+    for name in CHANGES:
+        yield name, [change(img, name, i) for i, img in enumerate(decoded)]
 
 
 def ood_report(predictor, data: Path, split: str, seed: int = 0) -> dict:

@@ -26,3 +26,11 @@ def test_throughput_bench_reports_every_figure(tiny_model, mini_data):
     assert r["peak_rss_mb"]["mini"]["peak_rss_mb"] > 100 and r["peak_rss_full_over_mini"] > 0
     b = r["breakdown"]["train"]
     assert b["compute_only_img_per_s"] > 0 and b["pipeline_only_img_per_s"] > 0
+
+
+def test_robustness_bench_reports_every_change_and_class(tiny_model, mini_data):
+    r = run_bench("robustness.py", "--model", str(tiny_model), "--data", str(mini_data))
+    assert set(r["changes"]) == {"darker", "brighter", "low_contrast", "rotated"}
+    for per_class in r["changes"].values():
+        assert set(per_class) == {"COVID19", "NORMAL", "PNEUMONIA"}
+        assert all(0 <= c["accuracy_after"] <= 1 and "crossed_threshold" in c for c in per_class.values())
