@@ -21,6 +21,7 @@ class TrainingJob:
     config: TrainConfig
     store: ModelStore
     status: str = "running"  # running | done | cancelled | failed
+    stage: str = "training"  # while running: training | finishing (calibration, OOD gate) | evaluating
     epoch: int = 0  # epochs finished
     history: dict[str, list[float]] = field(default_factory=dict)
     result: StoredModel | None = None
@@ -42,10 +43,15 @@ class TrainingJob:
             if isinstance(value, float) and key != "learning_rate":
                 self.history.setdefault(key, []).append(value)
 
+    def _set_stage(self, stage: str) -> None:
+        self.stage = stage
+
     def run(self, evaluate_split: str | None = "test") -> None:
         try:
-            self.result = train(self.config, self.store, self._on_epoch_end, self._cancel.is_set)
+            self.result = train(self.config, self.store, self._on_epoch_end, self._cancel.is_set,
+                                on_finishing=lambda: self._set_stage("finishing"))
             if evaluate_split and (self.config.data / evaluate_split).is_dir():
+                self._set_stage("evaluating")
                 self.evaluation = compare_on_split(self.store, self.result, self.config.data, evaluate_split)
             self.status = "cancelled" if self._cancel.is_set() else "done"
         except CxrError as exc:

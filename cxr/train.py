@@ -139,8 +139,12 @@ def train(
     on_epoch_end: EpochCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
     activate: bool = False,
+    on_finishing: Callable[[], None] | None = None,
 ) -> StoredModel:
-    """Train, keep the best epoch by validation loss, evaluate on validation, save atomically."""
+    """Train, keep the best epoch by validation loss, evaluate on validation, save atomically.
+
+    `on_finishing` is called once the epochs are over, before calibration, the OOD gate and the
+    templates are fitted (a minute or two on a full dataset, with no epochs to report)."""
     import keras
 
     # Before any other TensorFlow work: a multi-worker strategy must set up its cluster first.
@@ -199,6 +203,8 @@ def train(
                 "(keras-team/keras#20585); run --strategy mirrored on each host's GPUs instead."
             ) from None
     seconds = time.monotonic() - started
+    if on_finishing:
+        on_finishing()
 
     hist = {k: [float(v) for v in vals] for k, vals in history.history.items() if k != "learning_rate"}
     card = ModelCard(

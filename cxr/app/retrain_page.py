@@ -84,8 +84,12 @@ def show_job() -> None:
     if job is None:
         return
     st.subheader(f"Training on {job.config.data.name}: {job.status}")
-    st.progress(min(job.epoch / job.config.epochs, 1.0),
-                text=f"epoch {job.epoch} of {job.config.epochs} ({time.time() - job.started:.0f} s)")
+    stages = {"finishing": "calibrating, fitting the out-of-distribution gate and the templates",
+              "evaluating": f"evaluating the new and the active model on {job.config.data.name}/test"}
+    doing = stages.get(job.stage) if not job.finished else None
+    st.progress(1.0 if doing else min(job.epoch / job.config.epochs, 1.0),
+                text=(f"{job.epoch} epochs done; {doing}" if doing else f"epoch {job.epoch} of {job.config.epochs}")
+                + f" ({time.time() - job.started:.0f} s)")
     if job.history:
         st.plotly_chart(training_curves(job.history), key="curves")
     if not job.finished:
