@@ -188,3 +188,23 @@ def test_every_file_of_the_bad_corpus_gets_its_own_error_in_the_app(app_env, tmp
     assert len(at.error) == len(corpus)
     for name, error in zip(corpus, at.error):
         assert error.value.startswith(f"{name} cannot be analysed: ")
+
+
+def test_retrain_page_says_what_a_job_does_after_its_epochs(app_env):
+    from cxr.app.resources import job_runner
+    from cxr.jobs import TrainingJob
+    from cxr.store import ModelStore
+    from cxr.train import TrainConfig
+
+    runner = job_runner()
+    job = TrainingJob(TrainConfig(data=app_env["mini"], epochs=3), ModelStore(app_env["store"]))
+    job.epoch, job.stage = 3, "finishing"  # a job between its last epoch and saving
+    previous, runner.job = runner.job, job
+    try:
+        at = run_page("retrain_page.py")
+        assert not at.exception
+        (progress,) = at.get("progress")
+        assert "3 epochs done; calibrating, fitting the out-of-distribution gate" in progress.proto.text
+        assert progress.proto.value == 100
+    finally:
+        runner.job = previous
