@@ -7,7 +7,6 @@ Default data: $CXR_DATA_ROOT/cxr-data; default model: the active one.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -17,20 +16,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from cxr.cli import resolve_model_path  # noqa: E402
-from cxr.config import get_paths  # noqa: E402
-from cxr.predict import Predictor  # noqa: E402
+from bench.common import model_on_split  # noqa: E402
 from cxr.report import metrics_by_normal_source  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=get_paths().data_root / "cxr-data")
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--model", default=None)
-    args = parser.parse_args()
-
-    predictor = Predictor.from_path(resolve_model_path(args.model))
+    predictor, args = model_on_split(__doc__.splitlines()[0])
     started = time.perf_counter()
     images, probs, labels, metrics = predictor.evaluate(args.data, args.split)
     seconds = time.perf_counter() - started

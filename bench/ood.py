@@ -13,7 +13,6 @@ either): each journal-figure cue alone and all at once, and four changes no trai
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -78,8 +77,7 @@ def xray_variants(decoded: list[np.ndarray], seed: int = 0):
 
 
 def ood_report(predictor, data: Path, split: str, seed: int = 0) -> dict:
-    from cxr.data import load_imageset
-    from cxr.decode import decode_image
+    from bench.common import decoded_split
 
     def scores(imgs: list[np.ndarray]) -> np.ndarray:
         return predictor.ood_scores(predictor.infer_images(imgs)[1])
@@ -91,8 +89,7 @@ def ood_report(predictor, data: Path, split: str, seed: int = 0) -> dict:
         s = scores([img for _, img in samples])
         kinds[kind] = {"flagged": round(float((s > 1).mean()), 4),
                        "scores": {name: round(float(v), 3) for (name, _), v in zip(samples, s, strict=True)}}
-    images = load_imageset(data, split, predictor.classes)
-    decoded = [decode_image(p) for p in images.paths]
+    images, decoded = decoded_split(predictor, data, split)
     real = scores(decoded)
     variants = {name: round(float((scores(imgs) > 1).mean()), 4) for name, imgs in xray_variants(decoded, seed)}
     flagged_real = [p.name for p, s in zip(images.paths, real, strict=True) if s > 1]
@@ -111,16 +108,9 @@ def ood_report(predictor, data: Path, split: str, seed: int = 0) -> dict:
 
 
 def main() -> None:
-    from cxr.cli import resolve_model_path
-    from cxr.config import get_paths
-    from cxr.predict import Predictor
+    from bench.common import model_on_split
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=None)
-    parser.add_argument("--data", type=Path, default=get_paths().data_root / "cxr-data")
-    parser.add_argument("--split", default="test")
-    args = parser.parse_args()
-    predictor = Predictor.from_path(resolve_model_path(args.model))
+    predictor, args = model_on_split(__doc__.splitlines()[0])
     print(json.dumps(ood_report(predictor, args.data, args.split), indent=2))
 
 

@@ -11,7 +11,6 @@ archive stores its images moves.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -22,21 +21,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def main() -> None:
+    from bench.common import decoded_split, model_on_split
     from cxr.acquisition import CHANGES, change, robustness
-    from cxr.cli import resolve_model_path
-    from cxr.config import get_paths
-    from cxr.data import load_imageset
-    from cxr.decode import decode_image
-    from cxr.predict import Predictor
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=None)
-    parser.add_argument("--data", type=Path, default=get_paths().data_root / "cxr-data")
-    parser.add_argument("--split", default="test")
-    args = parser.parse_args()
-    predictor = Predictor.from_path(resolve_model_path(args.model))
-    images = load_imageset(args.data, args.split, predictor.classes)
-    decoded = [decode_image(p) for p in images.paths]
+    predictor, args = model_on_split(__doc__.splitlines()[0])
+    images, decoded = decoded_split(predictor, args.data, args.split)
     probs = predictor.predict_proba(decoded)
     changed = {name: predictor.predict_proba([change(img, name, i) for i, img in enumerate(decoded)])
                for name in CHANGES}
