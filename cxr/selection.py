@@ -8,6 +8,12 @@ validation image made to look like a figure (every class, cues drawn once per fi
 are the same every epoch: `cxr.data.figure_like`); a normal that becomes COVID-19 when cropped
 costs loss there. The run keeps the epoch with the lowest mean of the clean and the figure-like
 loss, and early stopping and the learning-rate schedule follow the same figure.
+
+Between models (seeds, recipes) the figure is `model_score`: the mean calibrated validation
+log-loss over three ways of seeing the validation X-rays, each asking one question. Clean: does it
+do the task? Figure-like: does it read the journal-figure look that marks COVID-19 here? Stored as
+another hospital might (`cxr.acquisition`): does it hold up elsewhere? Lower is better; it compares
+models fairly only on the same validation split (same data and seed).
 """
 
 from __future__ import annotations
@@ -67,16 +73,30 @@ def normals_below(probs: np.ndarray, labels: np.ndarray, classes: list[str], thr
 
 
 def describe(card) -> str | None:
-    """How a model's epoch was chosen and how it does on figure-like validation, in plain words
-    (None for a card from before figure-like validation)."""
+    """How a model's epoch was chosen, how it does on figure-like validation and its selection
+    figure between models, in plain words (None for a card that records none of them)."""
     figure = card.metrics.get("validation_figure_like")
     clean = card.metrics.get("validation", {})
-    if not figure or not clean:
-        return None
-    text = (f"Kept epoch {card.training.get('best_epoch')}, chosen on clean and figure-like validation loss together. "
-            f"On figure-like copies of the {figure['n']} validation images: accuracy {figure['accuracy']:.3f} "
-            f"(clean {clean['accuracy']:.3f})")
-    if figure.get("normal_below_threshold") is not None and clean.get("normal_below_threshold") is not None:
-        text += (f"; {figure['normal_below_threshold']:.0%} of normals below the COVID-19 threshold "
-                 f"(clean {clean['normal_below_threshold']:.0%})")
-    return text + "."
+    score = card.metrics.get("selection", {}).get("score")
+    parts = []
+    if figure and clean:
+        text = (f"Kept epoch {card.training.get('best_epoch')}, chosen on clean and figure-like validation loss "
+                f"together. On figure-like copies of the {figure['n']} validation images: accuracy "
+                f"{figure['accuracy']:.3f} (clean {clean['accuracy']:.3f})")
+        if figure.get("normal_below_threshold") is not None and clean.get("normal_below_threshold") is not None:
+            text += (f"; {figure['normal_below_threshold']:.0%} of normals below the COVID-19 threshold "
+                     f"(clean {clean['normal_below_threshold']:.0%})")
+        parts.append(text + ".")
+    if score is not None:
+        parts.append(f"Selection figure between models (mean validation log-loss as stored, as journal figures and "
+                     f"as another hospital might store them; lower is better): {score:.3f}.")
+    return " ".join(parts) or None
+
+
+def model_score(clean: float | None, figure_like: float | None, acquisition: float | None) -> dict:
+    """The between-model figure (see the module docstring) from the three calibrated validation
+    log-losses; `score` is None unless all three are known."""
+    parts = {"clean_log_loss": clean, "figure_like_log_loss": figure_like, "acquisition_log_loss": acquisition}
+    known = [v for v in parts.values() if v is not None]
+    return {**{k: None if v is None else round(float(v), 4) for k, v in parts.items()},
+            "score": round(float(np.mean(known)), 4) if len(known) == 3 else None}

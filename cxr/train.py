@@ -15,6 +15,7 @@ import numpy as np
 
 import cxr
 from cxr import selection
+from cxr.acquisition import on_validation
 from cxr.calibration import fit_temperature, nll, threshold_for_sensitivity
 from cxr.card import ModelCard
 from cxr.data import ImageSet, figure_like, fingerprint, load_imageset, make_dataset, split_train_val
@@ -295,8 +296,9 @@ def finalize(model, card: ModelCard, train_set: ImageSet, val_set: ImageSet, bat
     """Everything a trained model needs besides its weights, all fitted on training/validation data.
 
     Sets the temperature, COVID-19 threshold and validation metrics on `card` (and, given the
-    figure-like validation copies, the same metrics on them); returns the function that writes
-    the templates and the OOD gate into the model's folder.
+    figure-like validation copies, the same metrics on them), the metrics on the validation X-rays
+    stored as another hospital might, and the between-model selection figure; returns the function
+    that writes the templates and the OOD gate into the model's folder.
     """
     from cxr.predict import Predictor
 
@@ -312,6 +314,11 @@ def finalize(model, card: ModelCard, train_set: ImageSet, val_set: ImageSet, bat
     figure_probs, figure_features = predictor.infer_views(figure_val[0], batch_size)  # calibrated: temperature is set
     if report_figures and len(figure_val[1]):
         card.metrics["validation_figure_like"] = validation_metrics(figure_probs, figure_val[1], card)
+    acquisition = on_validation(predictor, val_set, batch_size)
+    card.metrics["validation_acquisition"] = acquisition
+    card.metrics["selection"] = selection.model_score(
+        card.metrics["calibration"]["nll_after"], nll(figure_probs, figure_val[1]) if len(figure_val[1]) else None,
+        acquisition["mean_log_loss"])
     gate = fit_gate(predictor, train_set, [val_features, figure_features], batch_size, seed)
     card.metrics["ood"] = gate_summary(gate, val_features, figure_features)
     templates = compute_templates(train_set, card.image_size, card.resize_policy)

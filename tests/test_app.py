@@ -113,6 +113,7 @@ def test_evaluation_page_runs_the_shortcut_probe(app_env):
     assert "What this model may be learning" in texts(at) and "Calibration" in texts(at)
     assert "chosen on clean and figure-like validation loss together" in texts(at)
     assert "Out-of-distribution gate:" in texts(at) and "as journal figures" in texts(at)
+    assert "Stored as another hospital might:" in texts(at) and "Selection figure between models" in texts(at)
     at.button(key="run-probe").click()
     at.run(timeout=300)
     assert not at.exception and not at.error

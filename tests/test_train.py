@@ -1,7 +1,9 @@
 import json
 
 import numpy as np
+import pytest
 
+from cxr.acquisition import CHANGES
 from cxr.card import ModelCard
 from cxr.predict import Predictor
 from cxr.store import ModelStore
@@ -34,6 +36,15 @@ def test_training_on_mini_set_lowers_the_loss_and_saves_a_complete_model(mini_da
     assert np.allclose(history["val_select_loss"], (np.array(history["val_loss"]) + history["val_figure_loss"]) / 2)
     assert card.training["best_epoch"] == int(np.argmin(history["val_select_loss"])) + 1
     assert card.metrics["validation_figure_like"]["n"] == card.metrics["validation"]["n"]
+    # The validation X-rays stored as another hospital might, and the between-model figure built on them.
+    acquisition = card.metrics["validation_acquisition"]
+    assert set(acquisition["changes"]) == set(CHANGES)
+    assert all(c["n"] == card.metrics["validation"]["n"] and c["log_loss"] > 0 for c in acquisition["changes"].values())
+    score = card.metrics["selection"]
+    assert score["clean_log_loss"] == card.metrics["calibration"]["nll_after"]
+    assert score["acquisition_log_loss"] == acquisition["mean_log_loss"]
+    assert score["score"] == pytest.approx(np.mean([score["clean_log_loss"], score["figure_like_log_loss"],
+                                                    score["acquisition_log_loss"]]), abs=1e-4)
     json.loads(card.to_json())
     templates = load_templates(saved.path / "templates")
     assert {c: n for c, (_, n) in templates.items()} == card.training["data"]["train_counts"]

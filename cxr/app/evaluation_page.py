@@ -7,6 +7,7 @@ import plotly.express as px
 import streamlit as st
 
 from cxr import selection
+from cxr.acquisition import describe as describe_acquisition
 from cxr.app.charts import confusion_heatmap, reliability_diagram, roc_curves
 from cxr.app.resources import active_model_path, load_explainer, load_predictor
 from cxr.config import get_paths
@@ -147,6 +148,9 @@ with tab_shortcuts:
     gate = describe_gate(card)
     if gate:
         st.markdown(f"**Out-of-distribution gate:** {gate}")
+    held_up = describe_acquisition(card)
+    if held_up:
+        st.markdown(f"**Stored as another hospital might:** {held_up}")
     chosen = selection.describe(card)
     if chosen:
         st.markdown(f"**Model selection:** {chosen}")
