@@ -72,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crop-others", type=float, default=0.0,
                    help="share of the training images of the classes other than COVID19 that also get a "
                         "figure's tight crop (every COVID-19 image here is a cropped figure)")
+    p.add_argument("--intensity", choices=("standardize", "equalize"), default="standardize",
+                   help="cxrnet's grey-level normalisation per image: standardize (mean and contrast) or "
+                        "equalize (histogram equalisation: the same input under any monotone change such as "
+                        "another detector's exposure curve)")
     p.add_argument("--ema", action="store_true", help="validate and keep a moving average of the weights")
     p.add_argument("--precise-bn", type=int, default=10, metavar="BATCHES",
                    help="validate with batch-norm statistics averaged over this many training batches "
@@ -171,7 +175,7 @@ def cmd_train(args) -> int:
         data=args.data, split=_default_split(args.data, args.split, "train"), arch=args.arch,
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
         image_size=args.image_size, resize_policy=args.resize, augment=not args.no_augment,
-        source_cues=args.source_cues, crop_others=args.crop_others, strategy=args.strategy,
+        source_cues=args.source_cues, crop_others=args.crop_others, intensity=args.intensity, strategy=args.strategy,
         val_fraction=args.val_fraction, patience=args.patience, seed=args.seed, binary=args.binary, ema=args.ema,
         precise_bn=args.precise_bn, figure_validation=not args.no_figure_validation,
         classes=tuple(args.classes.split(",")) if args.classes else None, name=args.name,

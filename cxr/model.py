@@ -11,7 +11,7 @@ from collections.abc import Callable
 import keras
 from keras import layers
 
-from cxr.layers import PerImageStandardization
+from cxr.layers import PerImageEqualization, PerImageStandardization
 
 
 def build_seed(image_size: int, num_classes: int) -> keras.Model:
@@ -27,15 +27,19 @@ def build_seed(image_size: int, num_classes: int) -> keras.Model:
     return keras.Model(inputs, _head(x, num_classes), name="seed")
 
 
-def build_cxrnet(image_size: int, num_classes: int) -> keras.Model:
-    """The seed's conv stack made robust: per-image standardisation, batch norm, global pooling.
+def build_cxrnet(image_size: int, num_classes: int, intensity: str = "standardize") -> keras.Model:
+    """The seed's conv stack made robust: per-image standardisation (or equalisation, see
+    `INTENSITIES`), batch norm, global pooling.
 
     Global average pooling instead of Flatten+Dense(256) cuts 1.2M parameters that mostly
     memorised where things sit in the frame, and batch norm lets it train from scratch in few
     epochs on ~1k images.
     """
     inputs = keras.Input((image_size, image_size, 3), name="image")
-    x = PerImageStandardization(name="standardize")(inputs)
+    if intensity not in INTENSITIES:
+        raise ValueError(f"unknown intensity normalisation {intensity!r}; choose one of {INTENSITIES}")
+    first = PerImageEqualization if intensity == "equalize" else PerImageStandardization
+    x = first(name=intensity)(inputs)
     # A strided stem and an early pool put the 2-core CPU's work where the features are: at full
     # resolution a conv+batch-norm costs several times more and adds little for diffuse opacities.
     x = _conv_bn(x, 24, "stem", strides=2)
@@ -50,6 +54,11 @@ def build_cxrnet(image_size: int, num_classes: int) -> keras.Model:
     return keras.Model(inputs, _head(x, num_classes), name="cxrnet")
 
 
+# How cxrnet normalises each image's grey levels: "standardize" removes linear changes (mean and
+# contrast); "equalize" removes any monotone change (gamma, windowing), as another hospital's
+# detector and processing give. The reference design ("seed") only rescales, as published.
+INTENSITIES = ("standardize", "equalize")
+
 ARCHITECTURES: dict[str, Callable[[int, int], keras.Model]] = {
     "seed": build_seed,
     "cxrnet": build_cxrnet,
@@ -58,12 +67,17 @@ ARCHITECTURES: dict[str, Callable[[int, int], keras.Model]] = {
 DEFAULT_IMAGE_SIZE = {"seed": 256, "cxrnet": 224}
 
 
-def build_model(arch: str, num_classes: int, image_size: int | None = None) -> keras.Model:
+def build_model(arch: str, num_classes: int, image_size: int | None = None,
+                intensity: str = "standardize") -> keras.Model:
     """Build architecture `arch`; num_classes=1 gives the binary sigmoid head."""
     try:
         builder = ARCHITECTURES[arch]
     except KeyError:
         raise ValueError(f"unknown architecture {arch!r}; choose one of {sorted(ARCHITECTURES)}") from None
+    if arch == "cxrnet":
+        return builder(image_size or DEFAULT_IMAGE_SIZE[arch], num_classes, intensity)
+    if intensity != "standardize":
+        raise ValueError(f"the {arch!r} architecture keeps its published rescaling; intensity applies to cxrnet")
     return builder(image_size or DEFAULT_IMAGE_SIZE[arch], num_classes)
 
 

@@ -64,6 +64,9 @@ class TrainConfig:
     # `source_cues` (cxr.shortcut.SourceCues.crop_others): every COVID-19 image here is a figure
     # cut out of a page, and a tight crop was the one cue the lung-box models still read.
     crop_others: float = 0.0
+    # cxrnet's first layer (cxr.model.INTENSITIES): "equalize" makes the input the same under any
+    # monotone grey-level change; "standardize" only under linear ones.
+    intensity: str = "standardize"
     val_fraction: float = 0.15  # held out from the training split, grouped by patient
     # Epochs without val_loss improvement before stopping: at the lower learning rate the best epoch
     # came at 21-35 of 40, and 8-12 had stopped some seeds before they had learnt much.
@@ -90,6 +93,12 @@ class TrainConfig:
             raise ValueError(f"unknown architecture {self.arch!r}; choose one of {sorted(DEFAULT_IMAGE_SIZE)}")
         if self.image_size is None:
             object.__setattr__(self, "image_size", DEFAULT_IMAGE_SIZE[self.arch])
+        from cxr.model import INTENSITIES
+
+        if self.intensity not in INTENSITIES:
+            raise ValueError(f"intensity must be one of {INTENSITIES}")
+        if self.intensity != "standardize" and self.arch != "cxrnet":
+            raise ValueError("intensity applies to the cxrnet architecture only")
         if self.resize_policy not in RESIZE_POLICIES:
             raise ValueError(f"resize_policy must be one of {RESIZE_POLICIES}")
         from cxr.distribute import STRATEGIES
@@ -274,7 +283,7 @@ def compiled_model(config: TrainConfig, n_classes: int):
 
     from cxr.model import build_model
 
-    model = build_model(config.arch, 1 if config.binary else n_classes, config.image_size)
+    model = build_model(config.arch, 1 if config.binary else n_classes, config.image_size, config.intensity)
     loss = "binary_crossentropy" if config.binary else "sparse_categorical_crossentropy"
     optimizer = keras.optimizers.AdamW(config.learning_rate, weight_decay=config.weight_decay,
                                        use_ema=config.ema, ema_momentum=0.98)

@@ -14,7 +14,7 @@ from cxr.config import get_paths
 from cxr.data import load_imageset
 from cxr.datasets import list_datasets
 from cxr.errors import CxrError
-from cxr.model import ARCHITECTURES
+from cxr.model import ARCHITECTURES, INTENSITIES
 from cxr.preprocess import RESIZE_POLICIES
 from cxr.train import TrainConfig
 
@@ -64,13 +64,20 @@ else:
                                help="What part of each X-ray the model sees. The lung policies use the lung "
                                     "segmenter, so a hospital's framing and the letters, borders and markers "
                                     "outside the lungs cannot mark the class.")
+        intensity = c2.selectbox("Grey levels", INTENSITIES, key="intensity",
+                                 index=INTENSITIES.index(TrainConfig.intensity),
+                                 format_func={"standardize": "standardise (mean and contrast)",
+                                              "equalize": "equalise (any exposure curve)"}.get,
+                                 help="How cxrnet normalises each X-ray's grey levels. Equalisation gives the "
+                                      "same input whatever a hospital's detector or windowing does to the grey "
+                                      "levels, as long as it keeps their order.")
         submitted = st.form_submit_button("Start training", type="primary", disabled=not counts)
     if submitted:
         try:
             config = TrainConfig(data=choice, arch=arch, epochs=int(epochs), batch_size=int(batch),
                                  learning_rate=float(lr), image_size=int(size) or None,
                                  augment=augment, patience=int(patience), source_cues=float(cues),
-                                 crop_others=float(crop_others),
+                                 crop_others=float(crop_others), intensity=intensity,
                                  resize_policy=framing,
                                  command=f"app: retrain on {choice.name}")
             runner.start(config, store)
