@@ -148,6 +148,8 @@ def test_retrain_page_trains_evaluates_and_activates(app_env):
     assert at.selectbox(key="framing").value == TrainConfig.resize_policy  # the library's default
     at.selectbox(key="framing").set_value("lung-fields")
     at.slider(key="crop-others").set_value(0.5)
+    assert at.selectbox(key="intensity").value == TrainConfig.intensity
+    at.selectbox(key="intensity").set_value("equalize")
     at.button[0].click()  # form submit
     at.run()
     assert not at.exception and not at.error
@@ -166,6 +168,10 @@ def test_retrain_page_trains_evaluates_and_activates(app_env):
     assert set(job.evaluation) == {"new", "active"} and job.evaluation["new"]["n"] == 12
     assert job.result.card.resize_policy == "lung-fields"
     assert job.result.card.training["config"]["crop_others"] == 0.5
+    assert job.result.card.training["config"]["intensity"] == "equalize"
+    from cxr.store import load_model
+
+    assert load_model(job.result.path)[0].layers[1].name == "equalize"
     at.button(key="activate-new").click()
     at.run()
     assert (app_env["store"] / "ACTIVE").read_text().strip() == job.result.name

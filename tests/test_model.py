@@ -39,6 +39,45 @@ def test_cxrnet_is_invariant_to_exposure_and_bit_depth():
     assert np.allclose(model(x).numpy(), model(0.5 * x + 30).numpy(), atol=1e-4)
 
 
+def test_equalising_cxrnet_is_invariant_to_any_exposure_curve():
+    # Equalisation: gamma (a monotone, non-linear change) leaves the input the same, as it does
+    # not under standardisation. Rounded to 8 bits, as a real X-ray file is.
+    rng = np.random.default_rng(3)
+    img = np.round(rng.uniform(1, 255, (1, 64, 64, 1))).astype("float32").repeat(3, axis=-1)
+    darker = np.round(255 * (img / 255) ** 1.6)
+    equalize, standardize = build_model("cxrnet", 3, 64, "equalize"), build_model("cxrnet", 3, 64)
+    first = lambda m, x: m.get_layer(index=1)(x).numpy()  # noqa: E731
+    assert np.abs(first(equalize, img) - first(equalize, darker)).mean() < 0.02
+    assert np.abs(first(standardize, img) - first(standardize, darker)).mean() > 0.05
+    out = first(equalize, img)
+    assert abs(out.mean()) < 0.05 and abs(out.std() - 1) < 0.05  # centred and scaled like the standardised input
+
+
+def test_equalisation_keeps_black_black_and_passes_gradients():
+    import tensorflow as tf
+
+    from cxr.layers import PerImageEqualization
+
+    x = np.random.default_rng(4).uniform(50, 250, (1, 32, 32, 3)).astype("float32")
+    x[:, :8] = 0  # a rotated scan's black corner
+    layer = PerImageEqualization()
+    out = layer(x).numpy()
+    assert np.allclose(out[:, :8], out.min()) and out[:, 8:].min() > out.min()
+    tensor = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(tensor)
+        total = tf.reduce_sum(layer(tensor)[:, 16:24, 16:24])
+    grad = tape.gradient(total, tensor).numpy()
+    assert np.isfinite(grad).all() and np.abs(grad[:, 16:24, 16:24]).sum() > 0  # SmoothGrad needs these
+
+
+def test_intensity_applies_to_cxrnet_only():
+    with pytest.raises(ValueError, match="intensity applies to cxrnet"):
+        build_model("seed", 1, 64, "equalize")
+    with pytest.raises(ValueError, match="unknown intensity"):
+        build_model("cxrnet", 3, 64, "sharpen")
+
+
 def _save(model, folder, card=None):
     folder.mkdir()
     model.save(folder / MODEL_FILE)
@@ -46,8 +85,9 @@ def _save(model, folder, card=None):
     return folder
 
 
-def test_saved_cxrnet_loads_in_safe_mode_with_identical_outputs(tmp_path):
-    model = build_model("cxrnet", 3, 64)
+@pytest.mark.parametrize("intensity", ["standardize", "equalize"])
+def test_saved_cxrnet_loads_in_safe_mode_with_identical_outputs(tmp_path, intensity):
+    model = build_model("cxrnet", 3, 64, intensity)
     folder = _save(model, tmp_path / "m")
     loaded, card = load_model(folder)
     x = np.random.default_rng(2).uniform(0, 255, (2, 64, 64, 3)).astype("float32")

@@ -76,3 +76,10 @@ def test_binary_reference_head_predicts_covid_probability(mini_data, tmp_path):
     assert saved.card.binary and saved.card.classes == ["NORMAL", "COVID19"]
     probs = Predictor.from_path(saved.path).predict_proba([np.full((80, 80), 90, np.uint8)])
     assert probs.shape == (1, 2) and np.isclose(probs.sum(), 1)
+
+
+def test_equalisation_is_refused_for_the_reference_design(mini_data):
+    with pytest.raises(ValueError, match="cxrnet architecture only"):
+        TrainConfig(data=mini_data, arch="seed", intensity="equalize")
+    with pytest.raises(ValueError, match="intensity must be one of"):
+        TrainConfig(data=mini_data, intensity="sharpen")
