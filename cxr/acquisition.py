@@ -112,5 +112,5 @@ def describe(card) -> str | None:
         text += (f". COVID-19 images still at or above the threshold: {found[worst]:.0%} when {LABELS[worst]}, "
                  f"the worst change")
         if found[worst] < 0.95:
-            text += " (the threshold was set for 95 %: on X-rays stored differently, expect more misses)"
+            text += " (the threshold was set for 95%: on X-rays stored differently, expect more misses)"
     return text + "."
