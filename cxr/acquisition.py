@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from cxr.errors import CxrError
+from cxr.metrics import COVID
 
 CHANGES = ("darker", "brighter", "low_contrast", "rotated")
 
@@ -37,7 +38,7 @@ def robustness(probs: np.ndarray, changed: dict[str, np.ndarray], labels: np.nda
     P(true class) and of P(COVID19), the accuracy before and after and, for COVID-19 images, the
     share that fall from above the threshold to below it (for the others, that rise above it)."""
     labels = np.asarray(labels)
-    covid = classes.index("COVID19") if "COVID19" in classes else None
+    covid = classes.index(COVID) if COVID in classes else None
     out = {}
     for name, after in changed.items():
         per = {}
@@ -79,7 +80,7 @@ def on_validation(predictor, images, batch_size: int = 32) -> dict:
         labels.append(label)
     labels = np.asarray(labels, np.int64)
     classes, threshold = predictor.classes, predictor.card.covid_threshold
-    covid = classes.index("COVID19") if "COVID19" in classes else None
+    covid = classes.index(COVID) if COVID in classes else None
     per = {}
     for name in CHANGES:
         probs = predictor.infer_images((change(img, name, i) for i, img in enumerate(decoded)), batch_size)[0]
