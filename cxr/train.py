@@ -184,19 +184,7 @@ def train(
     n_classes = len(images.classes)
     with strategy.scope():
         model = compiled_model(config, n_classes)
-    callbacks = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if config.ema else []
-    if figure_val is not None:
-        callbacks.append(selection.callback(*figure_val, config.batch_size))  # before what reads `monitor`
-    callbacks += [
-        keras.callbacks.EarlyStopping(monitor, patience=config.patience, restore_best_weights=True,
-                                      start_from_epoch=min(5, config.epochs // 4), mode="min"),
-        keras.callbacks.ReduceLROnPlateau(monitor, factor=0.5, patience=max(1, config.patience // 2), mode="min"),
-        _Progress(on_epoch_end, should_stop),
-    ]
-    if config.precise_bn:
-        from cxr import precise_bn
-
-        callbacks.insert(0, precise_bn.callback(train_ds, config.precise_bn))
+    callbacks = training_callbacks(config, train_ds, figure_val, monitor, on_epoch_end, should_stop)
     started = time.monotonic()
     with warnings.catch_warnings():
         # The pipeline's length is unknown (unreadable files are filtered out), which Keras
@@ -260,6 +248,33 @@ def train(
     if activate:
         store.activate(saved.name)
     return saved
+
+
+def training_callbacks(config: TrainConfig, train_ds, figure_val, monitor: str,
+                       on_epoch_end: EpochCallback | None = None,
+                       should_stop: Callable[[], bool] | None = None) -> list:
+    """The callbacks of a run, in the order their hooks must run.
+
+    Keras calls each hook in list order. Swapping in the averaged weights (`ema`) comes first, so
+    precise batch norm then gathers statistics for the weights that are validated and kept (the
+    other way round, the kept model is normalised with statistics of weights it no longer has).
+    The figure-like validation writes its loss into the epoch's logs before anything reads `monitor`.
+    """
+    import keras
+
+    callbacks = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if config.ema else []
+    if config.precise_bn:
+        from cxr import precise_bn
+
+        callbacks.append(precise_bn.callback(train_ds, config.precise_bn))
+    if figure_val is not None:
+        callbacks.append(selection.callback(*figure_val, config.batch_size))
+    return callbacks + [
+        keras.callbacks.EarlyStopping(monitor, patience=config.patience, restore_best_weights=True,
+                                      start_from_epoch=min(5, config.epochs // 4), mode="min"),
+        keras.callbacks.ReduceLROnPlateau(monitor, factor=0.5, patience=max(1, config.patience // 2), mode="min"),
+        _Progress(on_epoch_end, should_stop),
+    ]
 
 
 def training_datasets(config: TrainConfig, train_set: ImageSet, val_set: ImageSet):

@@ -44,3 +44,26 @@ def test_training_with_precise_statistics_records_it(mini_data, tmp_path):
     assert saved.card.training["config"]["precise_bn"] == 2
     with pytest.raises(ValueError, match="precise_bn"):
         TrainConfig(data=mini_data, precise_bn=-1)
+
+
+def test_with_averaged_weights_statistics_are_gathered_for_the_averaged_weights(mini_data):
+    """--ema with precise batch norm: the kept model is normalised for the weights it keeps."""
+    import tensorflow as tf
+
+    from cxr.train import compiled_model, training_callbacks
+
+    config = TrainConfig(data=mini_data, image_size=64, batch_size=4, ema=True, precise_bn=1)
+    model = compiled_model(config, 3)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (8, 64, 64, 3)).astype(np.float32)
+    y = rng.integers(0, 3, 8)
+    model.fit(x, y, epochs=1, batch_size=4, verbose=0)  # ends with the averaged weights in the model
+    for weight in model.trainable_weights:  # now the weights being trained differ from their average
+        weight.assign(weight + rng.normal(0, 0.05, weight.shape).astype(np.float32))
+    callbacks = keras.callbacks.CallbackList(
+        training_callbacks(config, tf.data.Dataset.from_tensors((x, y)), None, "val_loss"), model=model)
+    callbacks.on_test_begin()  # inside fit: just before each validation pass
+    gathered = [bn.moving_mean.numpy().copy() for bn in batch_norm_layers(model)]
+    recompute_statistics(model, [x])  # with the weights now in the model: the averaged ones
+    for before, bn in zip(gathered, batch_norm_layers(model), strict=True):
+        np.testing.assert_allclose(before, bn.moving_mean.numpy(), rtol=1e-4, atol=1e-5)
