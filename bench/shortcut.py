@@ -34,6 +34,9 @@ from cxr.saliency import Explainer  # noqa: E402
 # Figures worth comparing between recipes: (name, path into one model's result).
 HEADLINE = {
     "normal_journal_figure_below_threshold": ("probe", "normal_journal_figure_below_threshold"),
+    # The same at a threshold fitted to the test COVID-19 images (cxr.probe.oracle_operating_point):
+    # what is still above it is the model's discrimination, not the validation threshold's noise.
+    "normal_journal_figure_below_oracle_threshold": ("probe", "oracle", "normal_journal_figure_below"),
     "normal_journal_figure_mean_rise": ("probe", "classes", "NORMAL", "journal_figure", "mean_rise"),
     "pneumonia_journal_figure_mean_rise": ("probe", "classes", "PNEUMONIA", "journal_figure", "mean_rise"),
     # On the original X-ray (heat mapped back, zero where the model saw nothing): where source

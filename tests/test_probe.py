@@ -28,6 +28,19 @@ def test_heat_fractions_of_known_maps():
     assert np.isnan(heat_fractions(np.zeros((size, size)))["border"])
 
 
+def test_oracle_threshold_splits_discrimination_from_the_operating_point():
+    from cxr.probe import oracle_operating_point
+
+    covid = np.array([0.05] + [0.6] * 19)  # 20 images: 95 % sensitivity allows one miss
+    normals = np.array([0.1, 0.2, 0.3, 0.7])
+    oracle = oracle_operating_point(covid, normals, normals + 0.35)
+    assert oracle["threshold"] == 0.6 and oracle["covid_at_or_above"] == 0.95
+    assert oracle["normal_clean_below"] == 0.75 and oracle["normal_journal_figure_below"] == 0.5
+    # One more low COVID-19 score: the cut must fall to keep 95 %, and lets fewer normals below.
+    tighter = oracle_operating_point(np.array([0.05, 0.2] + [0.6] * 18), normals, normals)
+    assert tighter["threshold"] == 0.2 and tighter["normal_clean_below"] == 0.25
+
+
 def test_probe_and_heat_location_on_a_trained_model(tiny_model, mini_data, tmp_path):
     predictor = Predictor.from_path(tiny_model)
     images = load_imageset(mini_data, "test", predictor.classes)
@@ -39,6 +52,9 @@ def test_probe_and_heat_location_on_a_trained_model(tiny_model, mini_data, tmp_p
         figures = normal[variant]
         assert 0 <= figures["mean_p_covid"] <= 1 and 0 <= figures["below_threshold"] <= 1
     assert probe["passes"] == (probe["normal_journal_figure_below_threshold"] >= 0.95)
+    oracle = probe["oracle"]
+    assert oracle["n_covid"] == images.labels.count(images.classes.index("COVID19"))
+    assert oracle["covid_at_or_above"] >= 0.95 and 0 <= oracle["normal_journal_figure_below"] <= 1
     # Same seed, same degradations, same answer: the probe compares models fairly.
     assert figure_probe(predictor, images) == probe
 
