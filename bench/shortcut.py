@@ -62,16 +62,17 @@ HEADLINE = {
 }
 
 
-def probe_model(path: Path, data: Path, split: str, lungs: Path, seed: int) -> dict:
+def probe_model(path: Path, data: Path, split: str, lungs: Path, seed: int, cam_layer: str | None = None) -> dict:
     predictor = Predictor.from_path(path)
     card = predictor.card
     images, probs, labels, metrics = predictor.evaluate(data, split)
     started = time.perf_counter()
     probe = figure_probe(predictor, images, seed)
-    explainer = Explainer(predictor.model, card.arch, card.binary)
+    explainer = Explainer(predictor.model, card.arch, card.binary, cam_layer)
     heat = heat_location(predictor, explainer, images, lung_masks(lungs, split))
     return {
         "model": card.name, "path": str(path), "covid_threshold": card.covid_threshold,
+        "cam_layer": explainer.cam_layer,
         "temperature": card.temperature, "source_cues": card.training.get("config", {}).get("source_cues", 0.0),
         "probe": probe, "heat": heat, "internal": metrics,
         "by_normal_source": metrics_by_normal_source(images, probs, labels, card.covid_threshold),
@@ -106,14 +107,18 @@ def main() -> None:
     parser.add_argument("--split", default="test")
     parser.add_argument("--seed", type=int, default=0, help="seed of the degradations")
     parser.add_argument("--record", action="store_true", help="store the figures in each model's card")
+    parser.add_argument("--cam-layer", default=None,
+                        help="the layer Grad-CAM reads (default: the architecture's last conv block, as the app)")
     args = parser.parse_args()
+    if args.record and args.cam_layer:
+        parser.error("--record keeps the app's own Grad-CAM layer: drop --cam-layer")
 
     groups: dict[str, list[dict]] = {}
     results = []
     for spec in args.model or [None]:
         label, _, name = spec.rpartition("=") if spec else ("", "", None)
         path = resolve_model_path(name)
-        result = probe_model(path, args.data, args.split, args.lungs, args.seed)
+        result = probe_model(path, args.data, args.split, args.lungs, args.seed, args.cam_layer)
         results.append(result)
         groups.setdefault(label or result["model"], []).append(result)
         if args.record:

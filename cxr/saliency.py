@@ -19,12 +19,15 @@ CAM_LAYER = {"seed": "conv5", "cxrnet": "s4c1_relu"}
 class Explainer:
     """Heatmaps for one model. `heatmap(x, class_index, method)` -> (S, S) float32 in 0..1."""
 
-    def __init__(self, model, arch: str, binary: bool = False):
+    def __init__(self, model, arch: str, binary: bool = False, cam_layer: str | None = None):
+        """cam_layer: the feature map the CAM methods read; None = the architecture's (`CAM_LAYER`)."""
         from tf_keras_vis.utils.model_modifiers import ReplaceToLinear
 
         self.model = model
         self.binary = binary
-        self.cam_layer = CAM_LAYER.get(arch, -1)
+        self.cam_layer = cam_layer or CAM_LAYER.get(arch, -1)
+        if cam_layer is not None:
+            model.get_layer(cam_layer)  # an unknown name fails here (ValueError), not mid-explanation
         self._modifier = ReplaceToLinear()  # scores on logits, not saturated probabilities
         self._methods: dict = {}
         self._scores: dict = {}

@@ -34,3 +34,15 @@ def test_robustness_bench_reports_every_change_and_class(tiny_model, mini_data):
     for per_class in r["changes"].values():
         assert set(per_class) == {"COVID19", "NORMAL", "PNEUMONIA"}
         assert all(0 <= c["accuracy_after"] <= 1 and "crossed_threshold" in c for c in per_class.values())
+
+
+def test_shortcut_bench_reports_probe_oracle_and_heat(tiny_model, mini_data, tmp_path):
+    lungs = tmp_path / "no-lung-masks"  # the heat figures do without masks
+    r = run_bench("shortcut.py", "--model", f"tiny={tiny_model}", "--data", str(mini_data), "--lungs", str(lungs),
+                  "--cam-layer", "s3c1_relu")
+    (result,) = r["results"]
+    assert result["cam_layer"] == "s3c1_relu"
+    assert result["probe"]["oracle"]["covid_at_or_above"] >= 0.95
+    summary = r["summary"]["tiny"]
+    assert 0 <= summary["normal_journal_figure_below_oracle_threshold"]["mean"] <= 1
+    assert 0 <= summary["border_heat"]["mean"] <= 1

@@ -63,3 +63,12 @@ def test_compiled_gradcam_matches_tf_keras_vis_gradcam(arch):
     ours = Explainer(model, arch).heatmap(x, 1, "gradcam")
     ref = (reference - reference.min()) / max(reference.max() - reference.min(), 1e-9)
     assert np.abs(ours - ref).max() < 1e-3
+
+
+def test_cam_methods_can_read_a_finer_layer():
+    model = build_model("cxrnet", 3, 96)
+    x = np.random.default_rng(2).uniform(0, 255, (1, 96, 96, 3)).astype("float32")
+    finer = Explainer(model, "cxrnet", cam_layer="s2c2_relu")
+    assert finer.cam_layer == "s2c2_relu" and finer.heatmap(x, 0, "gradcam").shape == (96, 96)
+    with pytest.raises(ValueError):
+        Explainer(model, "cxrnet", cam_layer="no_such_layer")
