@@ -43,6 +43,27 @@ def threshold_for_sensitivity(p_positive: np.ndarray, is_positive: np.ndarray, s
     scores = np.sort(np.asarray(p_positive, np.float64)[np.asarray(is_positive, bool)])
     if len(scores) == 0:
         return 0.5
-    # Allow floor((1 - sensitivity) * n) misses: the cut sits at the next positive's score.
-    misses = int(np.floor((1 - sensitivity) * len(scores) + 1e-9))
-    return float(np.floor(scores[misses] * 1e4) / 1e4)  # round down so that positive stays found
+    # The cut sits at the score of the first positive that must be found.
+    return float(np.floor(scores[allowed_misses(len(scores), sensitivity)] * 1e4) / 1e4)  # round down: it stays found
+
+
+def allowed_misses(n: int, sensitivity: float) -> int:
+    """How many of n positives a threshold for `sensitivity` may leave below it: floor((1 - s) n)."""
+    return int(np.floor((1 - sensitivity) * n + 1e-9))
+
+
+def threshold_evidence(calibration: dict) -> dict | None:
+    """What a card's validation COVID-19 images say about the sensitivity at its threshold.
+
+    {"target_sensitivity", "found", "n", "sensitivity_ci"}: at least `found` of the `n` images were at or above the
+    threshold when it was chosen, and the exact 95 % interval of the sensitivity that implies.
+    None for cards without the count (older ones).
+    """
+    from cxr.metrics import proportion_ci
+
+    n = int(calibration.get("n_covid_validation") or 0)
+    if n == 0:
+        return None
+    target = calibration.get("target_sensitivity", 0.95)
+    found = n - allowed_misses(n, target)
+    return {"target_sensitivity": target, "found": found, "n": n, "sensitivity_ci": proportion_ci(found, n)}

@@ -232,7 +232,9 @@ def cmd_evaluate(args) -> int:
         print(f"{predictor.card.name} on {args.data}{'/' + args.split if args.split else ''}: n={metrics['n']} "
               f"accuracy={metrics['accuracy']:.4f} macro_auroc={metrics['macro_auroc']} ece={metrics['ece']:.4f}")
         if metrics["binary"]:
-            print("COVID19 vs NORMAL: " + " ".join(f"{k}={v:.4f}" for k, v in metrics["binary"].items()))
+            print("COVID19 vs NORMAL: " + " ".join(
+                f"{k}={v[0]:.4f}-{v[1]:.4f}" if isinstance(v, tuple | list) else f"{k}={v:.4f}" if isinstance(v, float)
+                else f"{k}={v}" for k, v in metrics["binary"].items()))
     return EXIT_OK
 
 

@@ -56,6 +56,7 @@ def binary_covid_metrics(
     if y.all() or not y.any():
         return None
     pred = score >= threshold
+    found, cleared = int(pred[y].sum()), int((~pred[~y]).sum())
     return {
         "n": int(keep.sum()),
         "auroc": float(roc_auc_score(y, score)),
@@ -63,7 +64,25 @@ def binary_covid_metrics(
         "sensitivity": float(pred[y].mean()),
         "specificity": float((~pred[~y]).mean()),
         "threshold": float(threshold),
+        "n_covid": int(y.sum()),
+        "n_normal": int((~y).sum()),
+        "sensitivity_ci": proportion_ci(found, int(y.sum())),
+        "specificity_ci": proportion_ci(cleared, int((~y).sum())),
     }
+
+
+def proportion_ci(successes: int, n: int, level: float = 0.95) -> tuple[float, float] | None:
+    """Exact (Clopper-Pearson) confidence interval of successes / n; None when n is 0.
+
+    Exact, because the counts here are small: 25 test and 14 validation COVID-19 images, where
+    "all found" still leaves the true sensitivity anywhere from 86 % or 77 % up.
+    """
+    if n == 0:
+        return None
+    from scipy.stats import binomtest
+
+    ci = binomtest(int(successes), int(n)).proportion_ci(confidence_level=level, method="exact")
+    return round(float(ci.low), 4), round(float(ci.high), 4)
 
 
 def classification_metrics(

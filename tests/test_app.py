@@ -28,6 +28,8 @@ def texts(at: AppTest) -> str:
 def test_predict_page_classifies_an_upload_with_overlay_and_templates(app_env):
     at = run_page()
     assert not at.exception
+    threshold = next(s for s in at.slider if s.label == "COVID-19 threshold")
+    assert "validation COVID-19 images: the true sensitivity could be as low as" in threshold.help
     image = sorted((app_env["mini"] / "train" / "PNEUMONIA").glob("*.jpg"))[0]
     at.file_uploader(key="uploads").set_value((image.name, image.read_bytes(), "image/jpeg"))
     at.run()
@@ -104,6 +106,7 @@ def test_evaluation_page_shows_metrics_and_eda(app_env):
     at = run_page("evaluation_page.py", timeout=300)
     assert not at.exception
     assert [m.label for m in at.metric][:4] == ["Accuracy", "Balanced accuracy", "Macro AUROC", "ECE"]
+    assert "95 % CI" in texts(at)  # test sensitivity and specificity come with their uncertainty
     assert len(at.get("plotly_chart")) >= 5  # confusion, ROC, calibration, balance, scatter, aspect
 
 
@@ -111,6 +114,7 @@ def test_evaluation_page_runs_the_shortcut_probe(app_env):
     at = run_page("evaluation_page.py", timeout=300)
     at.tabs[1]  # "Shortcuts and calibration"
     assert "What this model may be learning" in texts(at) and "Calibration" in texts(at)
+    assert "the true sensitivity could be as low as" in texts(at)
     assert "chosen on clean and figure-like validation loss together" in texts(at)
     assert "Out-of-distribution gate:" in texts(at) and "as journal figures" in texts(at)
     assert "Stored as another hospital might:" in texts(at) and "Selection figure between models" in texts(at)

@@ -55,3 +55,31 @@ def test_score_designs_auroc():
     flipped = score_designs(probs[:, [1, 0, 2]], labels, classes)
     assert flipped["covid_p"] == 0.0
     assert score_designs(probs, labels, ["A", "B", "C"]) == {}
+
+
+def test_exact_intervals_of_small_counts():
+    from cxr.metrics import proportion_ci
+
+    # All 14 found: the lower bound solves p^14 = 0.025 (Clopper-Pearson), i.e. 0.768.
+    assert proportion_ci(14, 14) == (0.7684, 1.0)
+    assert proportion_ci(0, 10) == (0.0, 0.3085)
+    lo, hi = proportion_ci(112, 154)
+    assert lo < 112 / 154 < hi and hi - lo < 0.16
+    assert proportion_ci(0, 0) is None
+
+
+def test_binary_metrics_carry_counts_and_intervals():
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.1, 0.9]])
+    b = binary_covid_metrics(probs, np.array([0, 0, 1, 1]), ["COVID19", "NORMAL"], threshold=0.5)
+    assert (b["n_covid"], b["n_normal"]) == (2, 2)
+    assert b["sensitivity"] == 0.5 and b["sensitivity_ci"][0] < 0.5 < b["sensitivity_ci"][1]
+    assert b["specificity"] == 0.5
+
+
+def test_threshold_evidence_reads_the_card():
+    from cxr.calibration import threshold_evidence
+
+    evidence = threshold_evidence({"n_covid_validation": 14, "target_sensitivity": 0.95})
+    assert evidence == {"target_sensitivity": 0.95, "found": 14, "n": 14, "sensitivity_ci": (0.7684, 1.0)}
+    assert threshold_evidence({"n_covid_validation": 40, "target_sensitivity": 0.95})["found"] == 38
+    assert threshold_evidence({"temperature": 1.0}) is None

@@ -10,6 +10,7 @@ from cxr import selection
 from cxr.acquisition import describe as describe_acquisition
 from cxr.app.charts import confusion_heatmap, reliability_diagram, roc_curves
 from cxr.app.resources import active_model_path, load_explainer, load_predictor
+from cxr.calibration import threshold_evidence
 from cxr.config import get_paths
 from cxr.data import load_imageset
 from cxr.datasets import list_datasets
@@ -52,6 +53,25 @@ def _yardstick(heat: dict) -> str:
     if lungs_only is not None:
         text += f" Spread evenly over the true lung fields only: {lungs_only:.0%}."
     return text
+
+
+def _counted(binary: dict, rate: str, count: str) -> str:
+    """' (25/25; 95 % CI 86-100 %)' for a rate in `binary_covid_metrics` (older results: '')."""
+    if binary.get(f"{rate}_ci") is None:
+        return ""
+    n = binary[count]
+    lo, hi = binary[f"{rate}_ci"]
+    return f" ({round(binary[rate] * n)}/{n}; 95 % CI {lo:.0%}-{hi:.0%})"
+
+
+def validation_sensitivity_note(calibration: dict) -> str:
+    """How little the validation sensitivity behind the threshold pins down (older cards: '')."""
+    evidence = threshold_evidence(calibration)
+    if evidence is None:
+        return ""
+    found, n, (lo, _) = evidence["found"], evidence["n"], evidence["sensitivity_ci"]
+    return (f" It rests on {n} validation COVID-19 images: with {found} of {n} at or above it, the true "
+            f"sensitivity could be as low as {lo:.0%} (exact 95 % confidence interval).")
 
 
 def show_probe(result: dict) -> None:
@@ -123,7 +143,8 @@ with tab_metrics:
     if metrics["binary"]:
         b = metrics["binary"]
         st.markdown(f"COVID-19 vs normal (n={b['n']}): AUROC **{b['auroc']:.3f}**, sensitivity "
-                    f"{b['sensitivity']:.3f}, specificity {b['specificity']:.3f} at threshold {b['threshold']:.2f}")
+                    f"{b['sensitivity']:.3f}{_counted(b, 'sensitivity', 'n_covid')}, specificity "
+                    f"{b['specificity']:.3f}{_counted(b, 'specificity', 'n_normal')} at threshold {b['threshold']:.2f}")
     left, right = st.columns(2)
     left.markdown("**Confusion matrix**")
     left.plotly_chart(confusion_heatmap(metrics["confusion"]["labels"], metrics["confusion"]["matrix"]),
@@ -151,7 +172,8 @@ with tab_shortcuts:
         st.markdown(f"**Calibration** (fitted on validation): temperature {calibration['temperature']:.3f}, "
                     f"ECE {calibration['ece_before']:.3f} before and {calibration['ece_after']:.3f} after; "
                     f"COVID-19 threshold {card.covid_threshold:.3f} for "
-                    f"{calibration.get('target_sensitivity', 0.95):.0%} validation sensitivity.")
+                    f"{calibration.get('target_sensitivity', 0.95):.0%} validation sensitivity."
+                    + validation_sensitivity_note(calibration))
     gate = describe_gate(card)
     if gate:
         st.markdown(f"**Out-of-distribution gate:** {gate}")
