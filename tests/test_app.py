@@ -106,7 +106,7 @@ def test_evaluation_page_shows_metrics_and_eda(app_env):
     at = run_page("evaluation_page.py", timeout=300)
     assert not at.exception
     assert [m.label for m in at.metric][:4] == ["Accuracy", "Balanced accuracy", "Macro AUROC", "ECE"]
-    assert "95 % CI" in texts(at)  # test sensitivity and specificity come with their uncertainty
+    assert "95% CI" in texts(at)  # test sensitivity and specificity come with their uncertainty
     assert len(at.get("plotly_chart")) >= 5  # confusion, ROC, calibration, balance, scatter, aspect
 
 

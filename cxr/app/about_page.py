@@ -35,7 +35,7 @@ Internal test metrics still come from the same sources as training and cannot pr
 lung findings. Published COVID-19 X-ray models lose most of their accuracy on other hospitals' images.
 
 **Probabilities and threshold.** Probabilities are temperature-scaled on the validation split; the
-COVID-19 threshold is the highest one that still found 95 % of the validation COVID-19 images.
+COVID-19 threshold is the highest one that still found 95% of the validation COVID-19 images.
 
 **Not an X-ray?** Images unlike the training X-rays (photos, documents, noise, other body parts) are
 flagged as out of distribution and get a warning instead of a diagnosis. Cropped, annotated,

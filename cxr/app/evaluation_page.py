@@ -56,12 +56,12 @@ def _yardstick(heat: dict) -> str:
 
 
 def _counted(binary: dict, rate: str, count: str) -> str:
-    """' (25/25; 95 % CI 86-100 %)' for a rate in `binary_covid_metrics` (older results: '')."""
+    """' (25/25; 95% CI 86-100%)' for a rate in `binary_covid_metrics` (older results: '')."""
     if binary.get(f"{rate}_ci") is None:
         return ""
     n = binary[count]
     lo, hi = binary[f"{rate}_ci"]
-    return f" ({round(binary[rate] * n)}/{n}; 95 % CI {lo:.0%}-{hi:.0%})"
+    return f" ({round(binary[rate] * n)}/{n}; 95% CI {lo * 100:.0f}-{hi:.0%})"
 
 
 def validation_sensitivity_note(calibration: dict) -> str:
@@ -71,7 +71,7 @@ def validation_sensitivity_note(calibration: dict) -> str:
         return ""
     found, n, (lo, _) = evidence["found"], evidence["n"], evidence["sensitivity_ci"]
     return (f" It rests on {n} validation COVID-19 images: with {found} of {n} at or above it, the true "
-            f"sensitivity could be as low as {lo:.0%} (exact 95 % confidence interval).")
+            f"sensitivity could be as low as {lo:.0%} (exact 95% confidence interval).")
 
 
 def show_probe(result: dict) -> None:
@@ -81,10 +81,10 @@ def show_probe(result: dict) -> None:
     if below is not None:
         c[0].metric("Figure-like normals kept below threshold", f"{below:.1%}",
                     help="NORMAL test images degraded like journal figures whose P(COVID19) stays below the "
-                         f"operating threshold {probe['threshold']:.2f}. The goal is at least 95 %.")
+                         f"operating threshold {probe['threshold']:.2f}. The goal is at least 95%.")
     oracle = probe.get("oracle")
     if below is not None and oracle:
-        st.caption(f"At a threshold fitted to these {oracle['n_covid']} test COVID-19 images for 95 % sensitivity "
+        st.caption(f"At a threshold fitted to these {oracle['n_covid']} test COVID-19 images for 95% sensitivity "
                    f"({oracle['threshold']:.2f}; a yardstick, never an operating point), "
                    f"{oracle['normal_journal_figure_below']:.1%} of figure-like normals would stay below it. The "
                    "normals still above that threshold are the model's discrimination; the rest of the gap "
