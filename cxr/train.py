@@ -48,8 +48,8 @@ class TrainConfig:
     learning_rate: float = 3e-4
     weight_decay: float = 1e-4  # AdamW decoupled weight decay: ~1k images overfit quickly
     # Evaluate and keep the moving average of the weights (Polyak averaging). Off by default: with
-    # precise batch norm gathered for the averaged weights, three seeds halved the epoch-to-epoch
-    # swing of validation loss but ended worse on it (0.792 vs 0.751: the average trails) and read
+    # precise batch norm gathered for the averaged weights, three seeds swung less from epoch to
+    # epoch on validation but ended worse on it (0.792 vs 0.751: the average trails) and read
     # a tight crop more (+0.14 vs +0.10). See models/README.md.
     ema: bool = False
     image_size: int | None = None  # None = the architecture's own (cxr.model.DEFAULT_IMAGE_SIZE)
