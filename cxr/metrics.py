@@ -56,18 +56,19 @@ def binary_covid_metrics(
     if y.all() or not y.any():
         return None
     pred = score >= threshold
+    n_covid, n_normal = int(y.sum()), int((~y).sum())
     found, cleared = int(pred[y].sum()), int((~pred[~y]).sum())
     return {
         "n": int(keep.sum()),
         "auroc": float(roc_auc_score(y, score)),
         "accuracy": float((pred == y).mean()),
-        "sensitivity": float(pred[y].mean()),
-        "specificity": float((~pred[~y]).mean()),
+        "sensitivity": found / n_covid,
+        "specificity": cleared / n_normal,
         "threshold": float(threshold),
-        "n_covid": int(y.sum()),
-        "n_normal": int((~y).sum()),
-        "sensitivity_ci": proportion_ci(found, int(y.sum())),
-        "specificity_ci": proportion_ci(cleared, int((~y).sum())),
+        "n_covid": n_covid,
+        "n_normal": n_normal,
+        "sensitivity_ci": proportion_ci(found, n_covid),
+        "specificity_ci": proportion_ci(cleared, n_normal),
     }
 
 
