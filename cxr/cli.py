@@ -216,6 +216,13 @@ def cmd_calibrate(args) -> int:
     return EXIT_OK
 
 
+def _figure(value) -> str:
+    """One figure of `evaluate`'s plain output: rates to 4 places, counts as they are, intervals as lo-hi."""
+    if isinstance(value, tuple | list):
+        return "-".join(_figure(v) for v in value)
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
 def cmd_evaluate(args) -> int:
     from cxr.predict import Predictor
 
@@ -232,9 +239,7 @@ def cmd_evaluate(args) -> int:
         print(f"{predictor.card.name} on {args.data}{'/' + args.split if args.split else ''}: n={metrics['n']} "
               f"accuracy={metrics['accuracy']:.4f} macro_auroc={metrics['macro_auroc']} ece={metrics['ece']:.4f}")
         if metrics["binary"]:
-            print("COVID19 vs NORMAL: " + " ".join(
-                f"{k}={v[0]:.4f}-{v[1]:.4f}" if isinstance(v, tuple | list) else f"{k}={v:.4f}" if isinstance(v, float)
-                else f"{k}={v}" for k, v in metrics["binary"].items()))
+            print("COVID19 vs NORMAL: " + " ".join(f"{k}={_figure(v)}" for k, v in metrics["binary"].items()))
     return EXIT_OK
 
 
