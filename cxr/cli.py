@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "equalize (histogram equalisation: the same input under any monotone change such as "
                         "another detector's exposure curve)")
     p.add_argument("--ema", action="store_true", help="validate and keep a moving average of the weights")
+    p.add_argument("--lung-gate", action="store_true",
+                   help="cxrnet pools its final features over the lung fields only (a frozen copy of the lung "
+                        "segmenter inside the model), so the box's edges cannot carry the decision")
     p.add_argument("--precise-bn", type=int, default=10, metavar="BATCHES",
                    help="validate with batch-norm statistics averaged over this many training batches "
                         "(0 = Keras' moving averages)")
@@ -177,6 +180,7 @@ def cmd_train(args) -> int:
         image_size=args.image_size, resize_policy=args.resize, augment=not args.no_augment,
         source_cues=args.source_cues, crop_others=args.crop_others, intensity=args.intensity, strategy=args.strategy,
         val_fraction=args.val_fraction, patience=args.patience, seed=args.seed, binary=args.binary, ema=args.ema,
+        lung_gate=args.lung_gate,
         precise_bn=args.precise_bn, figure_validation=not args.no_figure_validation,
         classes=tuple(args.classes.split(",")) if args.classes else None, name=args.name,
         command="python -m cxr " + shlex.join(sys.argv[1:] if sys.argv[0].endswith("__main__.py") else []),

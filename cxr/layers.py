@@ -66,3 +66,78 @@ class PerImageEqualization(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "levels": self.levels}
+
+
+@keras.saving.register_keras_serializable(package="cxr")
+class LungFieldMap(keras.layers.Layer):
+    """(B, S, S, C) model input -> (B, cells, cells, 1): how much of each cell of the final feature
+    map the (grown) lung fields cover, from a frozen copy of the lung segmenter (`cxr.lungs`).
+
+    Used by the lung-gated cxrnet (`cxr.model`): its decision is pooled over lung positions only,
+    so heat on the box's corners and edges, where letters and markers sit, cannot carry it. The
+    segmenter sees the lung box the classifier sees; its weights travel inside the model file.
+    It runs at 64 px, half its training size: on 40 lung boxes with masks the Dice is 0.964 against
+    0.974 at 128 px, at a quarter of the cost (at 128 px it doubled a training step on two cores).
+    """
+
+    def __init__(self, cells: int, seg_size: int = 64, grow: int = 5, width: int = 12, **kwargs):
+        super().__init__(**kwargs)
+        from cxr.lungs import build_segmenter
+
+        self.cells, self.seg_size, self.grow, self.width = cells, seg_size, grow, width
+        self.segmenter = build_segmenter(width, seg_size)
+        self.segmenter.trainable = False
+        self.trainable = False
+
+    def call(self, x):
+        grey = x[..., :1]
+        small = ops.image.resize(grey, (self.seg_size, self.seg_size), interpolation="bilinear", antialias=True)
+        prob = self.segmenter(small, training=False)
+        # Grow the fields (as the lung-fields policy does, ~3 % each way), so the
+        # periphery and a dense opacity the normal-lung segmenter leaves out stay in.
+        grown = ops.max_pool(prob, self.grow, strides=1, padding="same")
+        # Share of each feature cell that is lung: resize to a multiple of the cells, then average.
+        per_cell = 16
+        fine = ops.image.resize(grown, (self.cells * per_cell, self.cells * per_cell), interpolation="bilinear")
+        return ops.average_pool(fine, per_cell, strides=per_cell, padding="valid")
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.cells, self.cells, 1)
+
+    def get_config(self):
+        return {**super().get_config(), "cells": self.cells, "seg_size": self.seg_size, "grow": self.grow,
+                "width": self.width}
+
+
+@keras.saving.register_keras_serializable(package="cxr")
+class LungGate(keras.layers.Layer):
+    """features (B, h, w, C) x field (B, h, w, 1): the feature map with non-lung cells weighed down.
+
+    A layer of its own (not a Multiply) so Grad-CAM can read the gated map by name.
+    """
+
+    def call(self, inputs):
+        features, field = inputs
+        return features * field
+
+    def compute_output_shape(self, input_shapes):
+        return input_shapes[0]
+
+
+@keras.saving.register_keras_serializable(package="cxr")
+class FieldAverage(keras.layers.Layer):
+    """Average of gated features over the lung field: sum(features x field) / sum(field) -> (B, C)."""
+
+    def __init__(self, epsilon: float = 1e-3, **kwargs):
+        super().__init__(**kwargs)
+        self.epsilon = epsilon
+
+    def call(self, inputs):
+        gated, field = inputs
+        return ops.sum(gated, axis=(1, 2)) / (ops.sum(field, axis=(1, 2)) + self.epsilon)
+
+    def compute_output_shape(self, input_shapes):
+        return (input_shapes[0][0], input_shapes[0][-1])
+
+    def get_config(self):
+        return {**super().get_config(), "epsilon": self.epsilon}

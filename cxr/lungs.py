@@ -71,8 +71,10 @@ def default_segmenter_dir() -> Path:
     return Path(os.environ.get("CXR_LUNG_SEGMENTER", REPO_ROOT / "assets" / "lung-segmenter"))
 
 
-def build_segmenter(width: int = 12) -> object:
-    """A four-level U-Net on (SEG_SIZE, SEG_SIZE, 1) floats in 0..255 -> lung probability map."""
+def build_segmenter(width: int = 12, size: int = SEG_SIZE) -> object:
+    """A four-level U-Net on (size, size, 1) floats in 0..255 -> lung probability map.
+
+    Trained at SEG_SIZE; the lung-gated classifier runs a copy at half that (`cxr.layers.LungFieldMap`)."""
     import keras
     from keras import layers
 
@@ -85,7 +87,7 @@ def build_segmenter(width: int = 12) -> object:
             x = layers.ReLU(name=f"{name}_relu{i}")(x)
         return x
 
-    inputs = keras.Input((SEG_SIZE, SEG_SIZE, 1), name="image")
+    inputs = keras.Input((size, size, 1), name="image")
     x = PerImageStandardization(name="standardize")(inputs)
     skips = []
     for level, mult in enumerate((1, 2, 4)):

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import keras
 from keras import layers
 
-from cxr.layers import PerImageEqualization, PerImageStandardization
+from cxr.layers import FieldAverage, LungFieldMap, LungGate, PerImageEqualization, PerImageStandardization
 
 
 def build_seed(image_size: int, num_classes: int) -> keras.Model:
@@ -27,13 +27,23 @@ def build_seed(image_size: int, num_classes: int) -> keras.Model:
     return keras.Model(inputs, _head(x, num_classes), name="seed")
 
 
-def build_cxrnet(image_size: int, num_classes: int, intensity: str = "standardize") -> keras.Model:
+GATE_LAYER = "lung_gate"  # the gated feature map of a lung-gated cxrnet
+
+
+def build_cxrnet(image_size: int, num_classes: int, intensity: str = "standardize",
+                 lung_gate: bool = False) -> keras.Model:
     """The seed's conv stack made robust: per-image standardisation (or equalisation, see
     `INTENSITIES`), batch norm, global pooling.
 
     Global average pooling instead of Flatten+Dense(256) cuts 1.2M parameters that mostly
     memorised where things sit in the frame, and batch norm lets it train from scratch in few
     epochs on ~1k images.
+
+    lung_gate: pool the final features over the lung fields only (`LungFieldMap`, a frozen copy of
+    the shipped segmenter inside the model) instead of the whole box, so positions outside the
+    lungs (the box's edges and corners, with letters, markers, the frame's cut) cannot carry the
+    decision except through what lung positions see. Grad-CAM then reads the gated map
+    (`cxr.saliency.CAM_LAYER`).
     """
     inputs = keras.Input((image_size, image_size, 3), name="image")
     if intensity not in INTENSITIES:
@@ -49,9 +59,21 @@ def build_cxrnet(image_size: int, num_classes: int, intensity: str = "standardiz
             x = _conv_bn(x, filters, f"s{stage}c{r + 1}")
         if stage < 4:
             x = layers.MaxPooling2D(2, name=f"pool{stage}")(x)
-    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    if lung_gate:
+        field = LungFieldMap(x.shape[1], name="lung_field")(inputs)
+        gated = LungGate(name=GATE_LAYER)([x, field])
+        x = FieldAverage(name="gap")([gated, field])  # "gap": the OOD gate reads the pooled features by name
+    else:
+        x = layers.GlobalAveragePooling2D(name="gap")(x)
     x = layers.Dropout(0.3, name="dropout")(x)
-    return keras.Model(inputs, _head(x, num_classes), name="cxrnet")
+    model = keras.Model(inputs, _head(x, num_classes), name="cxrnet")
+    if lung_gate:
+        from cxr.lungs import default_segmenter
+
+        # Start from (and keep: the copy is frozen) the shipped segmenter's weights.
+        model.get_layer("lung_field").segmenter.set_weights(default_segmenter().model.get_weights())
+    return model
+
 
 
 # How cxrnet normalises each image's grey levels: "standardize" removes linear changes (mean and
@@ -68,14 +90,16 @@ DEFAULT_IMAGE_SIZE = {"seed": 256, "cxrnet": 224}
 
 
 def build_model(arch: str, num_classes: int, image_size: int | None = None,
-                intensity: str = "standardize") -> keras.Model:
+                intensity: str = "standardize", lung_gate: bool = False) -> keras.Model:
     """Build architecture `arch`; num_classes=1 gives the binary sigmoid head."""
     try:
         builder = ARCHITECTURES[arch]
     except KeyError:
         raise ValueError(f"unknown architecture {arch!r}; choose one of {sorted(ARCHITECTURES)}") from None
     if arch == "cxrnet":
-        return builder(image_size or DEFAULT_IMAGE_SIZE[arch], num_classes, intensity)
+        return builder(image_size or DEFAULT_IMAGE_SIZE[arch], num_classes, intensity, lung_gate)
+    if lung_gate:
+        raise ValueError(f"the {arch!r} architecture keeps its published head; lung_gate applies to cxrnet")
     if intensity != "standardize":
         raise ValueError(f"the {arch!r} architecture keeps its published rescaling; intensity applies to cxrnet")
     return builder(image_size or DEFAULT_IMAGE_SIZE[arch], num_classes)

@@ -12,7 +12,8 @@ import numpy as np
 METHODS = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "scorecam": "ScoreCAM", "smoothgrad": "SmoothGrad"}
 
 # The feature map each architecture's CAMs are taken from: the last conv block's activation
-# (finest map that still sees the whole chest).
+# (finest map that still sees the whole chest). A lung-gated cxrnet pools its gated map
+# (`cxr.model.GATE_LAYER`), so its CAMs read that one.
 CAM_LAYER = {"seed": "conv5", "cxrnet": "s4c1_relu"}
 
 
@@ -25,7 +26,7 @@ class Explainer:
 
         self.model = model
         self.binary = binary
-        self.cam_layer = cam_layer or CAM_LAYER.get(arch, -1)
+        self.cam_layer = cam_layer or default_cam_layer(model, arch)
         if cam_layer is not None:
             model.get_layer(cam_layer)  # an unknown name fails here (ValueError), not mid-explanation
         self._modifier = ReplaceToLinear()  # scores on logits, not saturated probabilities
@@ -94,6 +95,15 @@ def overlay(img: np.ndarray, heatmap: np.ndarray, opacity: float = 0.45) -> np.n
     grey = np.repeat(img[..., None].astype(np.float32), 3, axis=-1)
     alpha = float(np.clip(opacity, 0.0, 1.0)) * np.clip(heatmap, 0, 1)[..., None] ** 0.5
     return np.round(grey * (1 - alpha) + colorize(heatmap) * alpha).astype(np.uint8)
+
+
+def default_cam_layer(model, arch: str) -> str | int:
+    """The layer CAMs read by default: the gated map if the model has one, else the architecture's."""
+    from cxr.model import GATE_LAYER
+
+    if any(layer.name == GATE_LAYER for layer in model.layers):
+        return GATE_LAYER
+    return CAM_LAYER.get(arch, -1)
 
 
 def compiled_gradcam(model, model_modifier, cam_layer):
