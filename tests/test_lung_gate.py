@@ -1,0 +1,87 @@
+"""The lung-gated cxrnet: pooled over the lung fields a frozen segmenter copy finds inside the model."""
+
+import numpy as np
+import pytest
+
+from cxr.layers import FieldAverage, LungGate
+from cxr.lungs import default_segmenter, read_mask
+from cxr.model import GATE_LAYER, build_model
+from cxr.store import ModelStore, load_model
+from cxr.train import TrainConfig, train
+from tests.conftest import _dataset
+
+
+def _segmenter_weights(model):
+    return model.get_layer("lung_field").segmenter.get_weights()
+
+
+def _same(a, b):
+    return len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_pooled_features_ignore_cells_off_the_lungs():
+    rng = np.random.default_rng(0)
+    features = rng.uniform(0, 3, (2, 7, 7, 5)).astype("float32")
+    field = np.zeros((2, 7, 7, 1), "float32")
+    field[:, 2:5, 1:6] = 1.0
+    pooled = FieldAverage()([LungGate()([features, field]), field]).numpy()
+    assert np.allclose(pooled, features[:, 2:5, 1:6].mean(axis=(1, 2)), atol=1e-3)
+    # Anything off the lungs (letters, a frame's edge) changes nothing.
+    features[:, 0] += 100.0
+    features[:, :, 6] -= 50.0
+    assert np.allclose(FieldAverage()([LungGate()([features, field]), field]).numpy(), pooled)
+
+
+def test_field_follows_the_lungs_of_a_real_lung_box():
+    """On lung boxes of X-rays with drawn lung masks, the cells the field covers are the lung cells."""
+    from cxr.decode import decode_image
+    from cxr.preprocess import crop_box, model_view, to_model_input
+
+    root = _dataset("cxr-lungs") / "test"
+    model = build_model("cxrnet", 3, 224, lung_gate=True)
+    for mask_path in sorted((root / "masks").glob("*.png"))[:3]:
+        img = decode_image(next((root / "images").glob(mask_path.stem + ".*")))
+        view, box = model_view(img, 224, "lungs")
+        field = model.get_layer("lung_field")(to_model_input(view)).numpy()[0, ..., 0]
+        truth = crop_box(read_mask(mask_path).astype(np.uint8) * 255, box, 224) >= 128
+        lung_share = truth.reshape(7, 32, 7, 32).mean(axis=(1, 3))
+        assert field.shape == (7, 7) and 0 <= field.min() and field.max() <= 1
+        assert np.corrcoef(field.ravel(), lung_share.ravel())[0, 1] > 0.85
+        # Cells with no lung in them (the top corners, the mediastinum, under the diaphragm) weigh little.
+        assert field[lung_share == 0].mean() < 0.25 and field[lung_share > 0.5].mean() > 0.8
+
+
+def test_gated_model_saves_loads_and_explains_from_the_gated_map(tmp_path):
+    from cxr.card import ModelCard
+    from cxr.saliency import Explainer
+
+    model = build_model("cxrnet", 3, 96, lung_gate=True)
+    assert _same(_segmenter_weights(model), default_segmenter().model.get_weights())
+    folder = tmp_path / "gated"
+    folder.mkdir()
+    model.save(folder / "model.keras")
+    ModelCard(name="gated", arch="cxrnet", classes=["A", "B", "C"], image_size=96).save(folder)
+    loaded, _ = load_model(folder)  # safe mode: the custom layers are registered
+    x = np.random.default_rng(1).uniform(0, 255, (2, 96, 96, 3)).astype("float32")
+    assert np.allclose(model(x).numpy(), loaded(x).numpy(), atol=1e-6)
+    explainer = Explainer(loaded, "cxrnet")
+    assert explainer.cam_layer == GATE_LAYER
+    assert explainer.heatmap(x[:1], 0, "gradcam").shape == (96, 96)
+    assert Explainer(build_model("cxrnet", 3, 96), "cxrnet").cam_layer == "s4c1_relu"
+
+
+def test_gate_is_refused_outside_cxrnet(mini_data):
+    with pytest.raises(ValueError, match="lung_gate applies to cxrnet"):
+        build_model("seed", 1, 64, lung_gate=True)
+    with pytest.raises(ValueError, match="lung_gate applies to the cxrnet"):
+        TrainConfig(data=mini_data, arch="seed", lung_gate=True)
+
+
+def test_training_leaves_the_segmenter_copy_as_shipped(mini_data, tmp_path):
+    """Optimiser, weight decay and precise batch norm must not touch the frozen copy."""
+    config = TrainConfig(data=mini_data, epochs=2, image_size=96, batch_size=8, lung_gate=True, name="g")
+    saved = train(config, ModelStore(tmp_path))
+    model, card = load_model(saved.path)
+    assert card.training["config"]["lung_gate"] is True
+    assert _same(_segmenter_weights(model), default_segmenter().model.get_weights())
+    assert all("lung_field" not in w.path for w in model.trainable_weights)
