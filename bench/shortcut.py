@@ -1,12 +1,15 @@
 """Shortcut probe of one or more models on the internal test split; prints JSON.
 
     python bench/shortcut.py [--model [LABEL=]NAME_OR_PATH ...] [--data DIR] [--lungs DIR] [--record]
+                             [--cam-layer LAYER] [--method gradcam|smoothgrad|...]
 
 For each model: the journal-figure probe (P(COVID19) of degraded NORMAL/PNEUMONIA test images),
 where Grad-CAM heat falls (border frame, centre, lung masks of ../cxr-lungs), and the internal
 test metrics overall and per normal source. Models sharing a LABEL (e.g. three seeds of one
 recipe) are also summarised as mean and standard deviation. --record stores each model's figures
-in its card (metrics.shortcut_probe) for the app's Evaluation page.
+in its card (metrics.shortcut_probe) for the app's Evaluation page. --method measures where another
+saliency method's heat falls (SmoothGrad: input gradients, a check on a Grad-CAM figure that a
+model's pooling shapes by construction); --record keeps Grad-CAM, the app's default.
 Default data: $CXR_DATA_ROOT/cxr-data and $CXR_DATA_ROOT/cxr-lungs; default model: the active one.
 """
 
@@ -29,7 +32,7 @@ from cxr.config import get_paths  # noqa: E402
 from cxr.predict import Predictor  # noqa: E402
 from cxr.probe import figure_probe, heat_location, lung_masks  # noqa: E402
 from cxr.report import metrics_by_normal_source, score_designs  # noqa: E402
-from cxr.saliency import Explainer  # noqa: E402
+from cxr.saliency import METHODS, Explainer  # noqa: E402
 
 # Figures worth comparing between recipes: (name, path into one model's result).
 HEADLINE = {
@@ -62,14 +65,15 @@ HEADLINE = {
 }
 
 
-def probe_model(path: Path, data: Path, split: str, lungs: Path, seed: int, cam_layer: str | None = None) -> dict:
+def probe_model(path: Path, data: Path, split: str, lungs: Path, seed: int, cam_layer: str | None = None,
+                method: str = "gradcam") -> dict:
     predictor = Predictor.from_path(path)
     card = predictor.card
     images, probs, labels, metrics = predictor.evaluate(data, split)
     started = time.perf_counter()
     probe = figure_probe(predictor, images, seed)
     explainer = Explainer(predictor.model, card.arch, card.binary, cam_layer)
-    heat = heat_location(predictor, explainer, images, lung_masks(lungs, split))
+    heat = heat_location(predictor, explainer, images, lung_masks(lungs, split), method)
     return {
         "model": card.name, "path": str(path), "covid_threshold": card.covid_threshold,
         "cam_layer": explainer.cam_layer,
@@ -108,17 +112,19 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the degradations")
     parser.add_argument("--record", action="store_true", help="store the figures in each model's card")
     parser.add_argument("--cam-layer", default=None,
-                        help="the layer Grad-CAM reads (default: the architecture's last conv block, as the app)")
+                        help="the layer Grad-CAM reads (default: the one the app reads)")
+    parser.add_argument("--method", default="gradcam", choices=list(METHODS),
+                        help="the saliency method whose heat is located (default: Grad-CAM, as the app)")
     args = parser.parse_args()
-    if args.record and args.cam_layer:
-        parser.error("--record keeps the app's own Grad-CAM layer: drop --cam-layer")
+    if args.record and (args.cam_layer or args.method != "gradcam"):
+        parser.error("--record keeps the app's own Grad-CAM: drop --cam-layer and --method")
 
     groups: dict[str, list[dict]] = {}
     results = []
     for spec in args.model or [None]:
         label, _, name = spec.rpartition("=") if spec else ("", "", None)
         path = resolve_model_path(name)
-        result = probe_model(path, args.data, args.split, args.lungs, args.seed, args.cam_layer)
+        result = probe_model(path, args.data, args.split, args.lungs, args.seed, args.cam_layer, args.method)
         results.append(result)
         groups.setdefault(label or result["model"], []).append(result)
         if args.record:

@@ -46,3 +46,14 @@ def test_shortcut_bench_reports_probe_oracle_and_heat(tiny_model, mini_data, tmp
     summary = r["summary"]["tiny"]
     assert 0 <= summary["normal_journal_figure_below_oracle_threshold"]["mean"] <= 1
     assert 0 <= summary["border_heat"]["mean"] <= 1
+
+
+def test_shortcut_bench_locates_another_methods_heat_but_records_only_gradcam(tiny_model, mini_data, tmp_path):
+    lungs = tmp_path / "no-lung-masks"
+    r = run_bench("shortcut.py", "--model", str(tiny_model), "--data", str(mini_data), "--lungs", str(lungs),
+                  "--method", "smoothgrad")
+    (result,) = r["results"]
+    assert result["heat"]["method"] == "smoothgrad" and 0 <= result["heat"]["border_original_mean"] <= 1
+    refused = subprocess.run([sys.executable, "bench/shortcut.py", "--model", str(tiny_model), "--record",
+                              "--method", "smoothgrad"], cwd=REPO, capture_output=True, text=True)
+    assert refused.returncode == 2 and "--record keeps" in refused.stderr
