@@ -48,6 +48,10 @@ _RECIPE = {
 }
 _CUES = {True: "it was trained with figure cues added to images of every class. ",
          False: "it was trained without figure cues. "}
+_GATE = ("Its decision is pooled over the lung fields only (a lung segmenter inside the model), so the box's "
+         "edges and corners reach it only through what the lung positions see. Its Grad-CAM heat sits on the "
+         "lungs by that construction, so it says less than another model's about what those positions look at; "
+         "SmoothGrad (input gradients) does not depend on the pooling. ")
 _CHECK = (
     "The probe below checks it: normal X-rays made to look like figures should not become COVID-19, and its "
     "saliency should sit on the lungs, not on the borders. It may still rely on cues the probe does not imitate "
@@ -64,6 +68,8 @@ def may_learn(card) -> str:
     if config.get("crop_others", 0):
         cues += (f"{config['crop_others']:.0%} of its other training images were also cropped like figures, "
                  "since every COVID-19 image here is a cropped figure. ")
+    if config.get("lung_gate"):
+        cues += _GATE
     return _SOURCES + recipe + cues + _CHECK
 
 

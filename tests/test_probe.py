@@ -115,3 +115,6 @@ def test_may_learn_describes_the_models_own_recipe():
     assert "lung fields" in lungs and "with figure cues" in lungs
     assert "central square" in plain and "without figure cues" in plain
     assert all("kind of image" in text for text in (lungs, plain))
+    gated = may_learn(ModelCard("c", "cxrnet", ["COVID19", "NORMAL"], 224, "lungs",
+                                training={"config": {"source_cues": 0.5, "lung_gate": True}}))
+    assert "pooled over the lung fields" in gated and "pooled over" not in lungs
