@@ -155,6 +155,8 @@ def test_retrain_page_trains_evaluates_and_activates(app_env):
     at.slider(key="crop-others").set_value(0.5)
     assert at.selectbox(key="intensity").value == TrainConfig.intensity
     at.selectbox(key="intensity").set_value("equalize")
+    assert at.checkbox(key="lung-gate").value == TrainConfig.lung_gate
+    at.checkbox(key="lung-gate").check()
     at.button[0].click()  # form submit
     at.run()
     assert not at.exception and not at.error
@@ -176,7 +178,9 @@ def test_retrain_page_trains_evaluates_and_activates(app_env):
     assert job.result.card.training["config"]["intensity"] == "equalize"
     from cxr.store import load_model
 
-    assert load_model(job.result.path)[0].layers[1].name == "equalize"
+    trained = load_model(job.result.path)[0]
+    assert trained.layers[1].name == "equalize" and trained.get_layer("lung_gate")
+    assert job.result.card.training["config"]["lung_gate"] is True
     at.button(key="activate-new").click()
     at.run()
     assert (app_env["store"] / "ACTIVE").read_text().strip() == job.result.name

@@ -71,6 +71,11 @@ else:
                                  help="How cxrnet normalises each X-ray's grey levels. Equalisation gives the "
                                       "same input whatever a hospital's detector or windowing does to the grey "
                                       "levels, as long as it keeps their order.")
+        lung_gate = c3.checkbox("Decide from the lungs only", TrainConfig.lung_gate, key="lung-gate",
+                                help="cxrnet averages its final features over the lung fields a segmenter inside "
+                                     "the model finds, not over the whole box, so letters and edges around the "
+                                     "lungs cannot carry the decision on their own. Its Grad-CAM then sits on "
+                                     "the lungs by construction.")
         submitted = st.form_submit_button("Start training", type="primary", disabled=not counts)
     if submitted:
         try:
@@ -78,7 +83,7 @@ else:
                                  learning_rate=float(lr), image_size=int(size) or None,
                                  augment=augment, patience=int(patience), source_cues=float(cues),
                                  crop_others=float(crop_others), intensity=intensity,
-                                 resize_policy=framing,
+                                 lung_gate=lung_gate, resize_policy=framing,
                                  command=f"app: retrain on {choice.name}")
             runner.start(config, store)
         except (CxrError, ValueError) as exc:
