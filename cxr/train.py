@@ -71,9 +71,10 @@ class TrainConfig:
     # validation log-loss (0.713 vs 0.751), but a tight crop alone then raised P(COVID19) of normals
     # by +0.15 (vs +0.10). See models/README.md.
     intensity: str = "standardize"
-    # cxrnet pools its final features over the lung fields only (cxr.model.build_cxrnet): Grad-CAM
-    # put 0.17-0.19 of its heat in the X-ray's outer band on every lung-box model, as much as heat
-    # spread evenly over the box (0.21), against 0.03 for heat on the lungs alone.
+    # cxrnet pools its final features over the lung fields only (cxr.model.build_cxrnet). Off by
+    # default: over three seeds Grad-CAM's border heat fell from 0.17 to 0.13 (target 0.087), but a
+    # normal X-ray made into a journal figure gained +0.105 P(COVID19) (+0.004 without). See
+    # models/README.md.
     lung_gate: bool = False
     val_fraction: float = 0.15  # held out from the training split, grouped by patient
     # Epochs without val_loss improvement before stopping: at the lower learning rate the best epoch
