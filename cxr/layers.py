@@ -80,10 +80,15 @@ class LungFieldMap(keras.layers.Layer):
     0.974 at 128 px, at a quarter of the cost (at 128 px it doubled a training step on two cores).
     """
 
-    def __init__(self, cells: int, seg_size: int = 64, grow: int = 5, width: int = 12, **kwargs):
+    def __init__(self, cells: int, seg_size: int | None = None, grow: int | None = None, width: int = 12,
+                 **kwargs):
         super().__init__(**kwargs)
-        from cxr.lungs import build_segmenter
+        from cxr.lungs import FIELD_GROW, SEG_SIZE, build_segmenter
 
+        seg_size = seg_size or SEG_SIZE // 2
+        # A max-pool window that grows the fields by FIELD_GROW of the side each way, as the
+        # lung-fields policy does (5 px at 64 px).
+        grow = grow or 2 * max(1, round(FIELD_GROW * seg_size)) + 1
         self.cells, self.seg_size, self.grow, self.width = cells, seg_size, grow, width
         self.segmenter = build_segmenter(width, seg_size)
         self.segmenter.trainable = False
@@ -93,8 +98,7 @@ class LungFieldMap(keras.layers.Layer):
         grey = x[..., :1]
         small = ops.image.resize(grey, (self.seg_size, self.seg_size), interpolation="bilinear", antialias=True)
         prob = self.segmenter(small, training=False)
-        # Grow the fields (as the lung-fields policy does, ~3 % each way), so the
-        # periphery and a dense opacity the normal-lung segmenter leaves out stay in.
+        # Grown, so the periphery and a dense opacity the normal-lung segmenter leaves out stay in.
         grown = ops.max_pool(prob, self.grow, strides=1, padding="same")
         # Share of each feature cell that is lung: resize to a multiple of the cells, then average.
         per_cell = 16

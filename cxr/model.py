@@ -43,7 +43,7 @@ def build_cxrnet(image_size: int, num_classes: int, intensity: str = "standardiz
     the shipped segmenter inside the model) instead of the whole box, so positions outside the
     lungs (the box's edges and corners, with letters, markers, the frame's cut) cannot carry the
     decision except through what lung positions see. Grad-CAM then reads the gated map
-    (`cxr.saliency.CAM_LAYER`).
+    (`cxr.saliency.default_cam_layer`).
     """
     inputs = keras.Input((image_size, image_size, 3), name="image")
     if intensity not in INTENSITIES:
@@ -73,7 +73,6 @@ def build_cxrnet(image_size: int, num_classes: int, intensity: str = "standardiz
         # Start from (and keep: the copy is frozen) the shipped segmenter's weights.
         model.get_layer("lung_field").segmenter.set_weights(default_segmenter().model.get_weights())
     return model
-
 
 
 # How cxrnet normalises each image's grey levels: "standardize" removes linear changes (mean and
