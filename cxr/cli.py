@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lung-gate", action="store_true",
                    help="cxrnet pools its final features over the lung fields only (a frozen copy of the lung "
                         "segmenter inside the model), so the box's edges cannot carry the decision")
+    p.add_argument("--fine-map", action="store_true",
+                   help="cxrnet's last stage at 14x14 instead of 7x7: Grad-CAM cells half as wide (with "
+                        "--lung-gate, the gate follows the lungs without growing them)")
     p.add_argument("--precise-bn", type=int, default=10, metavar="BATCHES",
                    help="validate with batch-norm statistics averaged over this many training batches "
                         "(0 = Keras' moving averages)")
@@ -180,7 +183,7 @@ def cmd_train(args) -> int:
         image_size=args.image_size, resize_policy=args.resize, augment=not args.no_augment,
         source_cues=args.source_cues, crop_others=args.crop_others, intensity=args.intensity, strategy=args.strategy,
         val_fraction=args.val_fraction, patience=args.patience, seed=args.seed, binary=args.binary, ema=args.ema,
-        lung_gate=args.lung_gate,
+        lung_gate=args.lung_gate, fine_map=args.fine_map,
         precise_bn=args.precise_bn, figure_validation=not args.no_figure_validation,
         classes=tuple(args.classes.split(",")) if args.classes else None, name=args.name,
         command="python -m cxr " + shlex.join(sys.argv[1:] if sys.argv[0].endswith("__main__.py") else []),

@@ -32,20 +32,23 @@ def test_pooled_features_ignore_cells_off_the_lungs():
     assert np.allclose(FieldAverage()([LungGate()([features, field]), field]).numpy(), pooled)
 
 
-def test_field_follows_the_lungs_of_a_real_lung_box():
+@pytest.mark.parametrize("fine_map, cells", [(False, 7), (True, 14)])
+def test_field_follows_the_lungs_of_a_real_lung_box(fine_map, cells):
     """On lung boxes of X-rays with drawn lung masks, the cells the field covers are the lung cells."""
     from cxr.decode import decode_image
     from cxr.preprocess import crop_box, model_view, to_model_input
 
     root = _dataset("cxr-lungs") / "test"
-    model = build_model("cxrnet", 3, 224, lung_gate=True)
+    model = build_model("cxrnet", 3, 224, lung_gate=True, fine_map=fine_map)
+    assert model.get_layer(GATE_LAYER).output.shape[1:3] == (cells, cells)
     for mask_path in sorted((root / "masks").glob("*.png"))[:3]:
         img = decode_image(next((root / "images").glob(mask_path.stem + ".*")))
         view, box = model_view(img, 224, "lungs")
         field = model.get_layer("lung_field")(to_model_input(view)).numpy()[0, ..., 0]
         truth = crop_box(read_mask(mask_path).astype(np.uint8) * 255, box, 224) >= 128
-        lung_share = truth.reshape(7, 32, 7, 32).mean(axis=(1, 3))
-        assert field.shape == (7, 7) and 0 <= field.min() and field.max() <= 1
+        side = 224 // cells
+        lung_share = truth.reshape(cells, side, cells, side).mean(axis=(1, 3))
+        assert field.shape == (cells, cells) and 0 <= field.min() and field.max() <= 1
         assert np.corrcoef(field.ravel(), lung_share.ravel())[0, 1] > 0.85
         # Cells with no lung in them (the top corners, the mediastinum, under the diaphragm) weigh little.
         assert field[lung_share == 0].mean() < 0.25 and field[lung_share > 0.5].mean() > 0.8
@@ -71,10 +74,11 @@ def test_gated_model_saves_loads_and_explains_from_the_gated_map(tmp_path):
 
 
 def test_gate_is_refused_outside_cxrnet(mini_data):
-    with pytest.raises(ValueError, match="lung_gate applies to cxrnet"):
-        build_model("seed", 1, 64, lung_gate=True)
-    with pytest.raises(ValueError, match="lung_gate applies to the cxrnet"):
-        TrainConfig(data=mini_data, arch="seed", lung_gate=True)
+    for option in ("lung_gate", "fine_map"):
+        with pytest.raises(ValueError, match="lung_gate and fine_map apply to cxrnet"):
+            build_model("seed", 1, 64, **{option: True})
+        with pytest.raises(ValueError, match="lung_gate and fine_map apply to the cxrnet"):
+            TrainConfig(data=mini_data, arch="seed", **{option: True})
 
 
 def test_training_leaves_the_segmenter_copy_as_shipped(mini_data, tmp_path):

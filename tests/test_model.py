@@ -125,3 +125,14 @@ def test_flops_counted_from_layer_shapes():
     cxrnet = model_flops(build_model("cxrnet", 3, 224))
     assert cxrnet["stem_conv"] == 2 * 112 * 112 * 24 * 27  # stride 2, 'same' padding
     assert 0.3e9 < sum(cxrnet.values()) < 0.4e9
+
+
+def test_fine_map_keeps_the_last_stage_at_a_sixteenth_of_the_side():
+    from cxr.saliency import Explainer
+
+    coarse, fine = build_model("cxrnet", 3, 96), build_model("cxrnet", 3, 96, fine_map=True)
+    assert coarse.get_layer("s4c1_relu").output.shape[1:3] == (3, 3)
+    assert fine.get_layer("s4c1_relu").output.shape[1:3] == (6, 6)
+    assert fine.count_params() == coarse.count_params()  # same weights, a finer grid
+    x = np.random.default_rng(2).uniform(0, 255, (1, 96, 96, 3)).astype("float32")
+    assert Explainer(fine, "cxrnet").heatmap(x, 0, "gradcam").shape == (96, 96)
