@@ -51,6 +51,8 @@ HEADLINE = {
     # Yardsticks: heat spread evenly over the model's view / over the true lung masks only.
     "border_heat_even_view": ("heat", "border_even_view_mean"),
     "border_heat_lungs_only": ("heat", "border_lungs_only_mean"),
+    # ... and over the segmented lungs of every image, at the heatmap's own grid (cxr.probe.even_lung_heat).
+    "border_heat_lung_cells": ("heat", "border_lung_cells_mean"),
     "lung_heat_input": ("heat", "lungs_mean"),
     "accuracy": ("internal", "accuracy"),
     "balanced_accuracy": ("internal", "balanced_accuracy"),

@@ -19,7 +19,7 @@ import numpy as np
 from cxr.data import ImageSet
 from cxr.decode import decode_image
 from cxr.errors import CxrError
-from cxr.lungs import read_mask
+from cxr.lungs import MIN_AREA, default_segmenter, field_in_box, keep_largest, read_mask
 from cxr.metrics import COVID, NORMAL
 from cxr.preprocess import crop_box, place_heatmap, to_model_input
 from cxr.shortcut import KINDS, TRAINING_KINDS, degrade
@@ -171,6 +171,26 @@ def heat_fractions(heat: np.ndarray, lung_mask: np.ndarray | None = None) -> dic
     return out
 
 
+def even_lung_heat(prob: np.ndarray, box: tuple[int, int, int, int], shape: tuple[int, int], size: int,
+                   cells: int) -> np.ndarray | None:
+    """Heat spread evenly over the segmented lungs (`prob`: the segmenter's map of the whole frame), as a
+    heatmap computed on a `cells` x `cells` grid of the (size, size) model input and zoomed up draws it.
+
+    Mapped back, its border share is the least a map of that grid can show while covering exactly the
+    lungs: a coarse cell on a lung's outer edge spreads over the box's edge. None where no lungs are found.
+    """
+    from PIL import Image
+    from scipy.ndimage import zoom
+
+    mask = keep_largest(prob >= 0.5)
+    if mask.mean() < MIN_AREA:
+        return None
+    in_box = field_in_box(mask.astype(np.float32), box, shape, size)
+    # Each cell's lung share (a box filter), zoomed back as tf-keras-vis zooms a CAM (linear, order 1).
+    per_cell = np.asarray(Image.fromarray(in_box).resize((cells, cells), Image.Resampling.BOX), np.float32)
+    return np.clip(zoom(per_cell, size / cells, order=1), 0, None)
+
+
 def lung_masks(lungs_root: Path, split: str = "test") -> dict[str, Path]:
     """{image file name: mask path} from a cxr-lungs folder (empty if it is missing)."""
     folder = Path(lungs_root) / split / "masks"
@@ -188,6 +208,7 @@ def heat_location(predictor, explainer, images: ImageSet, masks: dict[str, Path]
     live in the original's outer frame; a model that crops them away cannot look at them.
     """
     rows: dict[str, list[dict]] = {c: [] for c in images.classes}
+    size, cells = predictor.card.image_size, explainer.map_side(method)
     for path, label in zip(images.paths, images.labels, strict=False):
         img = decode_image(path)
         prepared, box = predictor.view(img)
@@ -208,13 +229,17 @@ def heat_location(predictor, explainer, images: ImageSet, masks: dict[str, Path]
         # saw, and heat spread evenly over the true lungs (the best a lung-reading model can do).
         row["border_even_view"] = heat_fractions(place_heatmap(np.ones_like(heat), box, img.shape))["border"]
         row["border_lungs_only"] = heat_fractions(mask.astype(np.float32))["border"] if mask is not None else np.nan
+        # ... and over the lungs the segmenter finds (every image), at this heatmap's own grid.
+        lungs = even_lung_heat(default_segmenter().probabilities([img])[0], box, img.shape, size, cells)
+        row["border_lung_cells"] = (heat_fractions(place_heatmap(lungs, box, img.shape))["border"]
+                                    if lungs is not None else np.nan)
         rows[images.classes[label]].append(row)
     every = [r for rs in rows.values() for r in rs]
 
     def summary(rs: list[dict]) -> dict:
         out = {"n": len(rs)}
         for key in ("border", "centre", "lungs", "lung_area", "border_original", "lungs_original",
-                    "lung_area_original", "border_even_view", "border_lungs_only"):
+                    "lung_area_original", "border_even_view", "border_lungs_only", "border_lung_cells"):
             values = np.array([r[key] for r in rs], np.float64)
             values = values[~np.isnan(values)]
             out[f"{key}_mean"] = round(float(values.mean()), 4) if len(values) else None
@@ -222,6 +247,6 @@ def heat_location(predictor, explainer, images: ImageSet, masks: dict[str, Path]
                 out["n_with_lung_mask"] = int(len(values))
         return out
 
-    return {"method": method, "border_width": BORDER, "centre_side": CENTRE,
+    return {"method": method, "map_side": cells, "border_width": BORDER, "centre_side": CENTRE,
             "uniform_border": round(1 - (1 - 2 * BORDER) ** 2, 4), **summary(every),
             "by_class": {c: summary(rs) for c, rs in rows.items() if rs}}

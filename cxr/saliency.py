@@ -50,6 +50,15 @@ class Explainer:
             self._methods[name] = cls(self.model, model_modifier=modifier, clone=True)
         return self._methods[name]
 
+    def map_side(self, method: str = "gradcam") -> int:
+        """Side of the grid a method computes its heat on before zooming it to the input: the CAM
+        layer's for the CAM methods, the input's for SmoothGrad (input gradients)."""
+        if method == "smoothgrad":
+            return int(self.model.input_shape[1])
+        layer = (self.model.get_layer(self.cam_layer) if isinstance(self.cam_layer, str)
+                 else self.model.layers[self.cam_layer])
+        return int(layer.output.shape[1])
+
     def heatmap(self, x: np.ndarray, class_index: int, method: str = "gradcam") -> np.ndarray:
         """x: (1, S, S, 3) float32 model input; class_index in the model's class order."""
         from tf_keras_vis.utils.scores import BinaryScore, CategoricalScore

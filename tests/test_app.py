@@ -123,6 +123,8 @@ def test_evaluation_page_runs_the_shortcut_probe(app_env):
     assert not at.exception and not at.error
     labels = [m.label for m in at.metric]
     assert "Figure-like normals kept below threshold" in labels and "Grad-CAM heat in the outer border" in labels
+    border_help = next(m for m in at.metric if m.label == "Grad-CAM heat in the outer border").help
+    assert "drawn on this heatmap's own" in border_help  # the yardstick at the map's grid
     assert any("a yardstick, never an operating point" in c.value for c in at.caption)
     assert at.dataframe  # the per-variant table
 

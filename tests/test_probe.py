@@ -7,6 +7,7 @@ import pytest
 
 from cxr.data import load_imageset
 from cxr.predict import Predictor
+from cxr.preprocess import place_heatmap
 from cxr.probe import VARIANTS, figure_probe, heat_fractions, heat_location
 from cxr.saliency import Explainer
 
@@ -83,6 +84,8 @@ def test_probe_and_heat_location_on_a_trained_model(tiny_model, mini_data, tmp_p
     # Yardsticks: even heat over a left-half mask puts 1 - (0.4 x 0.8) / 0.5 = 0.36 in the 10 % frame.
     assert heat["border_lungs_only_mean"] == pytest.approx(0.36, abs=0.02)
     assert 0 < heat["border_even_view_mean"] <= 1
+    assert heat["map_side"] == Explainer(predictor.model, predictor.card.arch).map_side()
+    assert 0 <= heat["border_lung_cells_mean"] <= 1
 
 
 def test_shipped_model_ignores_journal_figure_cues(full_data):
@@ -118,3 +121,22 @@ def test_may_learn_describes_the_models_own_recipe():
     gated = may_learn(ModelCard("c", "cxrnet", ["COVID19", "NORMAL"], 224, "lungs",
                                 training={"config": {"source_cues": 0.5, "lung_gate": True}}))
     assert "pooled over the lung fields" in gated and "pooled over" not in lungs
+
+
+def test_even_lung_heat_spreads_over_the_frame_as_its_grid_coarsens():
+    """The yardstick behind the border target: lungs that stay out of the 10 % frame still put heat
+    there once a coarse grid draws them, and the coarser the grid the more."""
+    from cxr.lungs import SEG_SIZE
+    from cxr.probe import even_lung_heat
+
+    yy, xx = np.mgrid[0:SEG_SIZE, 0:SEG_SIZE] / SEG_SIZE
+    prob = np.zeros((SEG_SIZE, SEG_SIZE), np.float32)
+    for centre in (0.29, 0.71):  # two lungs, 0.13 to 0.87 of the width, 0.15 to 0.85 of the height
+        prob[((xx - centre) / 0.16) ** 2 + ((yy - 0.5) / 0.35) ** 2 <= 1] = 1.0
+    shape, box = (300, 300), (0, 0, 300, 300)
+    border = {cells: heat_fractions(place_heatmap(even_lung_heat(prob, box, shape, 224, cells), box, shape))["border"]
+              for cells in (7, 14, 28, 224)}
+    assert border[224] < 0.01  # drawn at full resolution the lungs stay out of the frame
+    assert border[7] > border[14] > border[28] > border[224]
+    assert border[7] > 0.05
+    assert even_lung_heat(np.zeros_like(prob), box, shape, 224, 7) is None  # no lungs found

@@ -52,6 +52,10 @@ def _yardstick(heat: dict) -> str:
     text = f" Spread evenly over what this model sees: {view:.0%}." if view is not None else ""
     if lungs_only is not None:
         text += f" Spread evenly over the true lung fields only: {lungs_only:.0%}."
+    lung_cells, side = heat.get("border_lung_cells_mean"), heat.get("map_side")
+    if lung_cells is not None and side is not None:
+        text += (f" Spread evenly over the lungs the segmenter finds, drawn on this heatmap's own {side}x{side} "
+                 f"grid: {lung_cells:.0%}, the least a map that coarse can show while covering the lungs.")
     return text
 
 
