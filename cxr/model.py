@@ -48,7 +48,7 @@ def build_cxrnet(image_size: int, num_classes: int, intensity: str = "standardiz
     fine_map: the last stage runs at 1/16 of the input side (14x14 at 224 px) instead of 1/32, so
     Grad-CAM and the lung gate work on cells half as wide. Upsampled, a 7x7 cell smears heat on a
     lung's outer edge over the box's edge: heat spread evenly over the true lungs' 7x7 cells puts
-    0.108 of it in the X-ray's outer frame, 0.066 at 14x14 (0.031 at full resolution). With the gate
+    0.108 of it in the X-ray's outer frame, 0.068 at 14x14 (0.031 at full resolution). With the gate
     the lung fields are not grown: grown, the 14x14 field alone puts 0.115 there (models/README.md).
     """
     inputs = keras.Input((image_size, image_size, 3), name="image")
