@@ -159,6 +159,8 @@ def test_retrain_page_trains_evaluates_and_activates(app_env):
     at.selectbox(key="intensity").set_value("equalize")
     assert at.checkbox(key="lung-gate").value == TrainConfig.lung_gate
     at.checkbox(key="lung-gate").check()
+    assert at.checkbox(key="fine-map").value == TrainConfig.fine_map
+    at.checkbox(key="fine-map").check()
     at.button[0].click()  # form submit
     at.run()
     assert not at.exception and not at.error
@@ -183,6 +185,9 @@ def test_retrain_page_trains_evaluates_and_activates(app_env):
     trained = load_model(job.result.path)[0]
     assert trained.layers[1].name == "equalize" and trained.get_layer("lung_gate")
     assert job.result.card.training["config"]["lung_gate"] is True
+    assert job.result.card.training["config"]["fine_map"] is True
+    side = job.result.card.image_size
+    assert trained.get_layer("lung_gate").output.shape[1:3] == (side // 16, side // 16)  # the finer grid
     at.button(key="activate-new").click()
     at.run()
     assert (app_env["store"] / "ACTIVE").read_text().strip() == job.result.name
