@@ -78,7 +78,7 @@ else:
                                      "the lungs by construction.")
         fine_map = c3.checkbox("Finer heatmaps", TrainConfig.fine_map, key="fine-map",
                                help="cxrnet's last stage works on a 14x14 grid instead of 7x7 (at 224 px), so "
-                                    "Grad-CAM cells are half as wide and heat on a lung's edge does not spill "
+                                    "Grad-CAM cells are half as wide and heat on a lung's edge spills less "
                                     "over the box's edge. With 'Decide from the lungs only' this met the "
                                     "border-heat target over three seeds, but those models were less accurate.")
         submitted = st.form_submit_button("Start training", type="primary", disabled=not counts)
