@@ -251,13 +251,20 @@ def lung_box(prob: np.ndarray, shape: tuple[int, int], pad: bool = False) -> Lun
     return LungBox(x0, y0, min(x0 + int(round(bw)), w), min(y0 + int(round(bh)), h), found=True, lung_area=area)
 
 
+def lung_mask(prob: np.ndarray) -> np.ndarray | None:
+    """The lungs of a (SEG_SIZE, SEG_SIZE) probability map as a boolean mask (two largest regions);
+    None when no plausible lungs were found."""
+    mask = keep_largest(prob >= 0.5)
+    return mask if mask.mean() >= MIN_AREA else None
+
+
 def lung_field(prob: np.ndarray) -> np.ndarray | None:
     """(SEG_SIZE, SEG_SIZE) weights in 0..1 over the whole frame: 1 on the grown lung fields, 0 far
     outside them. None when no plausible lungs were found (then nothing is masked)."""
     from scipy import ndimage
 
-    mask = keep_largest(prob >= 0.5)
-    if mask.mean() < MIN_AREA:
+    mask = lung_mask(prob)
+    if mask is None:
         return None
     grown = ndimage.binary_dilation(mask, iterations=max(1, round(FIELD_GROW * SEG_SIZE)))
     soft = ndimage.gaussian_filter(grown.astype(np.float32), FIELD_SOFTNESS * SEG_SIZE)

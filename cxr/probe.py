@@ -19,7 +19,7 @@ import numpy as np
 from cxr.data import ImageSet
 from cxr.decode import decode_image
 from cxr.errors import CxrError
-from cxr.lungs import MIN_AREA, default_segmenter, field_in_box, keep_largest, read_mask
+from cxr.lungs import default_segmenter, field_in_box, lung_mask, read_mask
 from cxr.metrics import COVID, NORMAL
 from cxr.preprocess import crop_box, place_heatmap, to_model_input
 from cxr.shortcut import KINDS, TRAINING_KINDS, degrade
@@ -182,8 +182,8 @@ def even_lung_heat(prob: np.ndarray, box: tuple[int, int, int, int], shape: tupl
     from PIL import Image
     from scipy.ndimage import zoom
 
-    mask = keep_largest(prob >= 0.5)
-    if mask.mean() < MIN_AREA:
+    mask = lung_mask(prob)
+    if mask is None:
         return None
     in_box = field_in_box(mask.astype(np.float32), box, shape, size)
     # Each cell's lung share (a box filter), zoomed back as tf-keras-vis zooms a CAM (linear, order 1).
