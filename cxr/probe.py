@@ -95,12 +95,11 @@ def figure_probe(predictor, images: ImageSet, seed: int = 0, batch_size: int = 3
     for name in (NORMAL, PNEUMONIA):
         if name not in images.classes:
             continue
-        decoded = _decoded(images, name)
+        decoded = decode_class(images, name)
         clean = _p_covid(predictor, [img for _, img in decoded], covid, batch_size)
         per_class = {"n": len(decoded), "clean": _summary(clean, clean, threshold)}
-        for variant, kinds in VARIANTS.items():
-            degraded = _p_covid(predictor, [degrade(img, kinds, _rng(p, variant, seed)) for p, img in decoded],
-                                covid, batch_size)
+        for variant in VARIANTS:
+            degraded = _p_covid(predictor, degraded_views(decoded, variant, seed), covid, batch_size)
             per_class[variant] = _summary(degraded, clean, threshold)
             if name == NORMAL and variant == "journal_figure":
                 figure_normals, clean_normals = degraded, clean
@@ -111,7 +110,7 @@ def figure_probe(predictor, images: ImageSet, seed: int = 0, batch_size: int = 3
         out["normal_journal_figure_below_threshold"] = below
         out["passes"] = below >= 0.95
     if figure_normals is not None and COVID in images.classes:
-        scores = _p_covid(predictor, [img for _, img in _decoded(images, COVID)], covid, batch_size)
+        scores = _p_covid(predictor, [img for _, img in decode_class(images, COVID)], covid, batch_size)
         out["oracle"] = oracle_operating_point(scores, clean_normals, figure_normals)
     return out
 
@@ -135,9 +134,15 @@ def oracle_operating_point(covid: np.ndarray, clean_normals: np.ndarray, figure_
             "normal_journal_figure_below": round(float((np.asarray(figure_normals) < cut).mean()), 4)}
 
 
-def _decoded(images: ImageSet, name: str) -> list[tuple[Path, np.ndarray]]:
+def decode_class(images: ImageSet, name: str) -> list[tuple[Path, np.ndarray]]:
+    """(path, decoded (H, W) uint8 image) of every image of class `name`."""
     label = images.classes.index(name)
     return [(p, decode_image(p)) for p, y in zip(images.paths, images.labels, strict=False) if y == label]
+
+
+def degraded_views(decoded: list[tuple[Path, np.ndarray]], variant: str, seed: int = 0) -> list[np.ndarray]:
+    """The probe's `variant` (a key of VARIANTS) of each decoded image: the same for every model probed."""
+    return [degrade(img, VARIANTS[variant], _rng(p, variant, seed)) for p, img in decoded]
 
 
 def _p_covid(predictor, imgs: list[np.ndarray], covid: int, batch_size: int) -> np.ndarray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -57,3 +58,26 @@ def test_shortcut_bench_locates_another_methods_heat_but_records_only_gradcam(ti
     refused = subprocess.run([sys.executable, "bench/shortcut.py", "--model", str(tiny_model), "--record",
                               "--method", "smoothgrad"], cwd=REPO, capture_output=True, text=True)
     assert refused.returncode == 2 and "--record keeps" in refused.stderr
+
+
+def test_ensemble_bench_of_one_model_twice_reproduces_that_model(tiny_model, mini_data):
+    # The mean of identical log-probabilities is the member itself: every figure must match.
+    r = run_bench("ensemble.py", "--ensemble", f"twice={tiny_model},{tiny_model}", "--data", str(mini_data))
+    (result,) = r["results"]
+    assert result["ensemble"] == result["members"]["tiny"]
+    assert 0 <= result["ensemble"]["normal_journal_figure_below_threshold"] <= 1
+    assert result["ensemble"]["validation_log_loss"] > 0
+    assert r["summary"]["twice"]["accuracy"]["members_mean"] == result["ensemble"]["accuracy"]
+
+
+def test_ensemble_bench_refuses_members_with_another_validation_split(tiny_model, mini_data, tmp_path):
+    from cxr.card import ModelCard
+
+    other = tmp_path / "other-seed"
+    shutil.copytree(tiny_model, other)
+    card = ModelCard.load(other)
+    card.training["config"]["seed"] += 1  # a different seed holds out different validation images
+    card.save(other)
+    refused = subprocess.run([sys.executable, "bench/ensemble.py", "--ensemble", f"{tiny_model},{other}",
+                              "--data", str(mini_data)], cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert refused.returncode == 2 and "validation split" in refused.stderr
