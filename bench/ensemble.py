@@ -2,8 +2,9 @@
 
     python bench/ensemble.py --ensemble [LABEL=]NAME,NAME[,...] [--ensemble ...] [--data DIR] [--seed N]
 
-Members must have been trained on the same data with the same validation split (same seed and
-validation fraction), so the ensemble can be calibrated and thresholded honestly on that split.
+Members must have been trained on the same data with the same validation split (same validation
+fraction and split seed: `train --split-seed`, else `--seed`), so the ensemble can be calibrated and
+thresholded honestly on that split.
 An ensemble's probabilities are the softmax of the mean of its members' log-probabilities (each at
 its own card temperature); one temperature is then fitted on validation and the COVID-19 threshold
 set at 95 % validation sensitivity, with the same functions as training (cxr.calibration).
@@ -35,7 +36,7 @@ from cxr.config import get_paths  # noqa: E402
 from cxr.data import fingerprint, load_imageset, split_train_val  # noqa: E402
 from cxr.predict import Predictor, apply_temperature  # noqa: E402
 from cxr.probe import decode_class, degraded_views  # noqa: E402
-from cxr.train import figure_validation_set  # noqa: E402
+from cxr.train import figure_validation_set, validation_seed  # noqa: E402
 
 COVID, NORMAL = "COVID19", "NORMAL"
 
@@ -47,7 +48,7 @@ class MismatchError(ValueError):
 def split_of(card) -> tuple:
     """What fixes a model's validation split: its training data, the split folder, fraction and seed."""
     data, cfg = card.training.get("data", {}), card.training.get("config", {})
-    return (data.get("fingerprint"), data.get("split"), cfg.get("val_fraction", 0.15), cfg.get("seed", 0),
+    return (data.get("fingerprint"), data.get("split"), cfg.get("val_fraction", 0.15), validation_seed(cfg),
             tuple(card.classes))
 
 

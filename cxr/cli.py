@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-fraction", type=float, default=0.15)
     p.add_argument("--patience", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--split-seed", type=int, default=None,
+                   help="seed of the validation split (default: --seed); runs sharing it hold out the same "
+                        "images and can be compared or averaged on them")
     p.add_argument("--binary", action="store_true", help="two classes, sigmoid head")
     p.add_argument("--classes", default=None, help="comma-separated class folders to use, e.g. COVID19,NORMAL")
     p.add_argument("--strategy", default="none", choices=["none", "mirrored", "multi-worker"],
@@ -182,7 +185,8 @@ def cmd_train(args) -> int:
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
         image_size=args.image_size, resize_policy=args.resize, augment=not args.no_augment,
         source_cues=args.source_cues, crop_others=args.crop_others, intensity=args.intensity, strategy=args.strategy,
-        val_fraction=args.val_fraction, patience=args.patience, seed=args.seed, binary=args.binary, ema=args.ema,
+        val_fraction=args.val_fraction, patience=args.patience, seed=args.seed,
+        split_seed=args.split_seed, binary=args.binary, ema=args.ema,
         lung_gate=args.lung_gate, fine_map=args.fine_map,
         precise_bn=args.precise_bn, figure_validation=not args.no_figure_validation,
         classes=tuple(args.classes.split(",")) if args.classes else None, name=args.name,

@@ -94,11 +94,19 @@ class TrainConfig:
     # crop shortcut (a 40-epoch run won on validation with a crop rise of +0.17).
     figure_validation: bool = True
     seed: int = 0
+    # Seed of the validation split (and of its figure-like copies); None = `seed`. Runs that differ
+    # in `seed` but share this hold out the same images, so they can be averaged and the average
+    # calibrated and thresholded on that split (bench/ensemble.py).
+    split_seed: int | None = None
     binary: bool = False  # COVID19-vs-rest sigmoid head (the reference design's head)
     classes: tuple[str, ...] | None = None  # restrict/order classes; None = all folders
     strategy: str = "none"  # none | mirrored | multi-worker (see cxr.distribute)
     name: str | None = None  # store name; default <date>-<arch>
     command: str = ""  # the command line that started this run, recorded in the card
+
+    @property
+    def validation_seed(self) -> int:
+        return self.seed if self.split_seed is None else self.split_seed
 
     def __post_init__(self):
         from cxr.model import DEFAULT_IMAGE_SIZE
@@ -179,13 +187,13 @@ def train(
     images = load_imageset(Path(config.data), config.split, list(config.classes) if config.classes else None)
     if config.binary:
         images = _binary_order(images)
-    train_set, val_set = split_train_val(images, config.val_fraction, config.seed)
+    train_set, val_set = split_train_val(images, config.val_fraction, config.validation_seed)
     if len(val_set) == 0 or len(set(train_set.labels)) < len(images.classes):
         raise DatasetError("Too few images to hold out a validation set with every class in training.")
     log.info("train %s, validation %s", train_set.counts(), val_set.counts())
 
     train_ds, val_ds = training_datasets(config, train_set, val_set)
-    figure_val = (figure_validation_set(val_set, config.image_size, config.resize_policy, config.seed)
+    figure_val = (figure_validation_set(val_set, config.image_size, config.resize_policy, config.validation_seed)
                   if config.figure_validation else None)
     monitor = selection.MONITOR if figure_val is not None else "val_loss"
 
@@ -256,7 +264,8 @@ def train(
         # Which segmenter cut the lung boxes: the same one must serve this model.
         info = default_segmenter().info
         card.training["lung_segmenter"] = {"sha256": info.get("sha256"), "test": info.get("test")}
-    write_extra = finalize(model, card, train_set, val_set, config.batch_size, figure_val, config.seed)
+    write_extra = finalize(model, card, train_set, val_set, config.batch_size, figure_val,
+                           config.validation_seed)
     saved = store.save(model, card, write_extra)
     if activate:
         store.activate(saved.name)
@@ -410,6 +419,12 @@ def validation_metrics(probs: np.ndarray, labels: np.ndarray, card: ModelCard) -
     return out
 
 
+def validation_seed(config: dict) -> int:
+    """The validation split's seed of a run, from the config its card records."""
+    split_seed = config.get("split_seed")
+    return config.get("seed", 0) if split_seed is None else split_seed
+
+
 def refinalize(path: Path) -> ModelCard:
     """Refit calibration, threshold, templates and OOD gate of a saved model on the data and
     validation split its card records (for models saved before these existed). Rewrites the
@@ -426,10 +441,11 @@ def refinalize(path: Path) -> ModelCard:
         images = _binary_order(images)
     if data.get("fingerprint") and fingerprint(images) != data["fingerprint"]:
         raise DatasetError(f"The data at {data['path']} is not the data {card.name} was trained on.")
-    train_set, val_set = split_train_val(images, cfg.get("val_fraction", 0.15), cfg.get("seed", 0))
-    figure_val = (figure_validation_set(val_set, card.image_size, card.resize_policy, cfg.get("seed", 0))
+    seed = validation_seed(cfg)
+    train_set, val_set = split_train_val(images, cfg.get("val_fraction", 0.15), seed)
+    figure_val = (figure_validation_set(val_set, card.image_size, card.resize_policy, seed)
                   if cfg.get("figure_validation") else None)
-    write_extra = finalize(model, card, train_set, val_set, cfg.get("batch_size", 32), figure_val, cfg.get("seed", 0))
+    write_extra = finalize(model, card, train_set, val_set, cfg.get("batch_size", 32), figure_val, seed)
     write_extra(Path(path))
     card.save(Path(path))
     return card

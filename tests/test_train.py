@@ -83,3 +83,20 @@ def test_equalisation_is_refused_for_the_reference_design(mini_data):
         TrainConfig(data=mini_data, arch="seed", intensity="equalize")
     with pytest.raises(ValueError, match="intensity must be one of"):
         TrainConfig(data=mini_data, intensity="sharpen")
+
+
+def test_split_seed_holds_out_its_own_images_whatever_the_training_seed(mini_data, tmp_path):
+    """Runs that differ in seed but share split_seed are validated on the same images (ensembles)."""
+    from cxr.calibration import nll
+    from cxr.data import load_imageset, split_train_val
+
+    config = TrainConfig(data=mini_data, epochs=1, image_size=64, batch_size=8, seed=1, split_seed=0, name="shared")
+    saved = train(config, ModelStore(tmp_path))
+    assert config.validation_seed == 0 and saved.card.training["config"]["split_seed"] == 0
+    images = load_imageset(mini_data, "train", saved.card.classes)
+    held_out = {seed: split_train_val(images, config.val_fraction, seed)[1] for seed in (0, 1)}
+    assert set(held_out[0].paths) != set(held_out[1].paths)  # else this test could not tell them apart
+    predictor = Predictor.from_path(saved.path)
+    losses = {seed: nll(*predictor.infer_imageset(held_out[seed])[:2]) for seed in (0, 1)}
+    assert losses[0] == pytest.approx(saved.card.metrics["calibration"]["nll_after"], abs=1e-3)
+    assert losses[1] != pytest.approx(losses[0], abs=1e-3)
