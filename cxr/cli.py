@@ -119,6 +119,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="model folder or store name (default: active)")
     p.set_defaults(run=cmd_calibrate)
 
+    p = sub.add_parser("ensemble", help="average models that held out the same validation images into one "
+                                        "model, calibrated on those images, and save it in the store")
+    p.add_argument("members", nargs="+", metavar="MODEL", help="store names or model folders (two or more)")
+    p.add_argument("--name", required=True, help="name of the ensemble in the store")
+    p.add_argument("--data", type=Path, default=None,
+                   help="where the members' training data is now (default: where their cards say)")
+    p.add_argument("--activate", action="store_true", help="make the ensemble the active model")
+    p.set_defaults(run=cmd_ensemble)
+
     p = sub.add_parser("evaluate", help="metrics of a model on a labelled folder")
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--split", default=None, help="e.g. test; without it DIR is a folder of class folders")
@@ -144,6 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="take input size and resize policy from this model")
     p.set_defaults(run=cmd_templates)
     return parser
+
+
+def _command_line() -> str:
+    """The command that started this run, for the model card (empty when called as a library)."""
+    return "python -m cxr " + shlex.join(sys.argv[1:] if sys.argv[0].endswith("__main__.py") else [])
 
 
 def resolve_model_path(model: str | None) -> Path:
@@ -190,7 +204,7 @@ def cmd_train(args) -> int:
         lung_gate=args.lung_gate, fine_map=args.fine_map,
         precise_bn=args.precise_bn, figure_validation=not args.no_figure_validation,
         classes=tuple(args.classes.split(",")) if args.classes else None, name=args.name,
-        command="python -m cxr " + shlex.join(sys.argv[1:] if sys.argv[0].endswith("__main__.py") else []),
+        command=_command_line(),
     )
 
     def report(epoch: int, logs: dict) -> None:
@@ -224,6 +238,22 @@ def cmd_calibrate(args) -> int:
 
     card = refinalize(resolve_model_path(args.model))
     print(json.dumps({"name": card.name, **card.metrics["calibration"]}))
+    return EXIT_OK
+
+
+def cmd_ensemble(args) -> int:
+    from cxr.ensemble import make_ensemble
+    from cxr.store import ModelStore
+
+    store = ModelStore(get_paths().model_dir)
+    model, card, write_extra = make_ensemble([resolve_model_path(m) for m in args.members], args.name, args.data,
+                                             command=_command_line())
+    saved = store.save(model, card, write_extra)
+    if args.activate:
+        store.activate(saved.name)
+    print(json.dumps({"name": saved.name, "path": str(saved.path), "activated": args.activate,
+                      "members": [m["name"] for m in card.training["ensemble_of"]],
+                      "covid_threshold": card.covid_threshold, **card.metrics["calibration"]}))
     return EXIT_OK
 
 

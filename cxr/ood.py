@@ -22,15 +22,26 @@ from pathlib import Path
 
 import numpy as np
 
+from cxr.ensemble import PREFIX, member_count
+
 OOD_FILE = "ood.npz"
 FINAL_LAYER = "gap"  # cxrnet's global pooling; other models use their last feature map
 
 
-def _final_layer(model) -> str:
-    names = [layer.name for layer in model.layers]
-    if FINAL_LAYER in names:
-        return FINAL_LAYER
-    return [layer.name for layer in model.layers if len(layer.output.shape) == 4][-1]
+def _final_layer(model, layers: list | None = None) -> str:
+    layers = model.layers if layers is None else layers
+    for layer in layers:
+        if layer.name.endswith(FINAL_LAYER) and layer.name.removesuffix(FINAL_LAYER) in ("", PREFIX.format(0)):
+            return layer.name
+    return [layer.name for layer in layers if len(layer.output.shape) == 4][-1]
+
+
+def _gated_layers(model) -> list:
+    """The layers a gate may read: all of a single model's; the first member's of an ensemble
+    (cxr.ensemble), so an ensemble built around a model keeps that model's gate."""
+    if member_count(model) == 0:
+        return list(model.layers)
+    return [layer for layer in model.layers if layer.name.startswith(PREFIX.format(0))]
 
 
 def feature_layers(model) -> tuple[str, ...]:
@@ -44,14 +55,15 @@ def feature_layers(model) -> tuple[str, ...]:
     import keras
 
     side = model.inputs[0].shape[1]
-    producers = {id(layer.output): layer for layer in model.layers}
+    layers = _gated_layers(model)
+    producers = {id(layer.output): layer for layer in layers}
     ends = []
-    for layer in model.layers:
+    for layer in layers:
         if isinstance(layer, keras.layers.MaxPooling2D | keras.layers.AveragePooling2D):
             source = producers.get(id(layer.input))
             if source is not None and source.name not in ends and source.output.shape[1] * 8 <= side:
                 ends.append(source.name)
-    final = _final_layer(model)
+    final = _final_layer(model, layers)
     return tuple(n for n in ends if n != final) + (final,)
 
 

@@ -21,7 +21,8 @@ class Explainer:
     """Heatmaps for one model. `heatmap(x, class_index, method)` -> (S, S) float32 in 0..1."""
 
     def __init__(self, model, arch: str, binary: bool = False, cam_layer: str | None = None):
-        """cam_layer: the feature map the CAM methods read; None = the architecture's (`CAM_LAYER`)."""
+        """cam_layer: the feature map the CAM methods read; None = the architecture's (`CAM_LAYER`),
+        or for an ensemble (cxr.ensemble) each member's."""
         from tf_keras_vis.utils.model_modifiers import ReplaceToLinear
 
         self.model = model
@@ -29,6 +30,7 @@ class Explainer:
         self.cam_layer = cam_layer or default_cam_layer(model, arch)
         if cam_layer is not None:
             model.get_layer(cam_layer)  # an unknown name fails here (ValueError), not mid-explanation
+        self._cam_layers = self.cam_layer if isinstance(self.cam_layer, tuple) else (self.cam_layer,)
         self._modifier = ReplaceToLinear()  # scores on logits, not saturated probabilities
         self._methods: dict = {}
         self._scores: dict = {}
@@ -42,7 +44,7 @@ class Explainer:
             from tf_keras_vis.scorecam import Scorecam
 
             if name == "gradcam":
-                self._methods[name] = compiled_gradcam(self.model, self._modifier, self.cam_layer)
+                self._methods[name] = compiled_gradcam(self.model, self._modifier, self._cam_layers)
                 return self._methods[name]
             cls = {"gradcam++": GradcamPlusPlus, "scorecam": Scorecam, "smoothgrad": Saliency}[name]
             # ScoreCAM weighs maps by the (softmax) score itself, so it keeps the original head.
@@ -55,9 +57,7 @@ class Explainer:
         layer's for the CAM methods, the input's for SmoothGrad (input gradients)."""
         if method == "smoothgrad":
             return int(self.model.input_shape[1])
-        layer = (self.model.get_layer(self.cam_layer) if isinstance(self.cam_layer, str)
-                 else self.model.layers[self.cam_layer])
-        return int(layer.output.shape[1])
+        return int(_layer(self.model, self._cam_layers[0]).output.shape[1])
 
     def heatmap(self, x: np.ndarray, class_index: int, method: str = "gradcam") -> np.ndarray:
         """x: (1, S, S, 3) float32 model input; class_index in the model's class order."""
@@ -75,14 +75,23 @@ class Explainer:
         elif method == "smoothgrad":
             # Noise sigma = 15 % of the image's own range; 20 samples is the usual quality/speed point.
             maps = explainer(score, x, smooth_samples=20, smooth_noise=0.15)
-        elif method == "scorecam":
-            maps = explainer(score, x, penultimate_layer=self.cam_layer, seek_penultimate_conv_layer=False,
-                             max_N=16)
         else:
-            maps = explainer(score, x, penultimate_layer=self.cam_layer, seek_penultimate_conv_layer=False)
-        heat = np.nan_to_num(np.asarray(maps, np.float32)[0])
-        lo, hi = float(heat.min()), float(heat.max())
-        return (heat - lo) / (hi - lo) if hi > lo else np.zeros_like(heat)
+            # One map per CAM layer (an ensemble's members), each normalised, averaged.
+            extra = {"max_N": 16} if method == "scorecam" else {}
+            maps = np.mean([_normalised(np.asarray(explainer(score, x, penultimate_layer=layer,
+                                                              seek_penultimate_conv_layer=False, **extra))[0])
+                            for layer in self._cam_layers], axis=0)[None]
+        return _normalised(np.asarray(maps, np.float32)[0])
+
+
+def _normalised(heat: np.ndarray) -> np.ndarray:
+    heat = np.nan_to_num(np.asarray(heat, np.float32))
+    lo, hi = float(heat.min()), float(heat.max())
+    return (heat - lo) / (hi - lo) if hi > lo else np.zeros_like(heat)
+
+
+def _layer(model, layer: str | int):
+    return model.get_layer(layer) if isinstance(layer, str) else model.layers[layer]
 
 
 def colorize(heatmap: np.ndarray) -> np.ndarray:
@@ -106,38 +115,50 @@ def overlay(img: np.ndarray, heatmap: np.ndarray, opacity: float = 0.45) -> np.n
     return np.round(grey * (1 - alpha) + colorize(heatmap) * alpha).astype(np.uint8)
 
 
-def default_cam_layer(model, arch: str) -> str | int:
-    """The layer CAMs read by default: the gated map if the model has one, else the architecture's."""
+def default_cam_layer(model, arch: str) -> str | int | tuple[str, ...]:
+    """The layer CAMs read by default: the gated map if the model has one, else the architecture's;
+    for an ensemble, every member's copy of it."""
+    from cxr.ensemble import member_layers
     from cxr.model import GATE_LAYER
 
-    if any(layer.name == GATE_LAYER for layer in model.layers):
-        return GATE_LAYER
+    names = {layer.name for layer in model.layers}
+    for name in (GATE_LAYER, CAM_LAYER.get(arch)):
+        members = member_layers(model, name) if name else ()
+        if members and all(m in names for m in members):
+            return members
+        if name == GATE_LAYER and name in names:
+            return GATE_LAYER
     return CAM_LAYER.get(arch, -1)
 
 
-def compiled_gradcam(model, model_modifier, cam_layer):
+def compiled_gradcam(model, model_modifier, cam_layers: tuple[str | int, ...]):
     """tf-keras-vis Grad-CAM with its forward and backward pass compiled once per model.
 
     Gradcam.__call__ rebuilds its two-output model and runs it eagerly on every call, which costs
-    ~10x the compiled pass on a CPU. This subclass builds that model once (with the library's own
-    ExtractIntermediateLayerForGradcam) and compiles the tape; the scores, the CAM weighting
-    (Gradcam._calculate_cam), the ReLU, the zoom and the normalisation stay the library's.
+    ~10x the compiled pass on a CPU. This subclass builds that model once and compiles the tape;
+    the scores, the CAM weighting (Gradcam._calculate_cam), the ReLU, the zoom and the
+    normalisation stay the library's. Several layers (an ensemble's members, maps of one size):
+    each member's weighted map is summed before the ReLU, which is Grad-CAM of the ensemble's
+    score on all its members' channels at once.
     """
+    import keras
     import tensorflow as tf
     from scipy.ndimage import zoom
     from tf_keras_vis.gradcam import Gradcam
     from tf_keras_vis.utils import normalize, zoom_factor
-    from tf_keras_vis.utils.model_modifiers import ExtractIntermediateLayerForGradcam
 
     class CompiledGradcam(Gradcam):
         def __init__(self):
             super().__init__(model, model_modifier=model_modifier, clone=True)
-            cam_model = ExtractIntermediateLayerForGradcam(cam_layer, seek_conv_layer=False)(self.model)
+            maps = [_layer(self.model, layer).output for layer in cam_layers]
+            if len({tuple(m.shape[1:3]) for m in maps}) > 1:
+                raise ValueError(f"the CAM layers {cam_layers} differ in size")
+            cam_model = keras.Model(self.model.inputs, [self.model.outputs[0], *maps])
 
             @tf.function(reduce_retracing=True)
             def grads_and_maps(x, score):
                 with tf.GradientTape() as tape:
-                    output, feature_maps = cam_model(x, training=False)
+                    output, *feature_maps = cam_model(x, training=False)
                     score_values = score(output)
                 return tape.gradient(score_values, feature_maps), feature_maps
 
@@ -145,7 +166,8 @@ def compiled_gradcam(model, model_modifier, cam_layer):
 
         def __call__(self, score, seed_input, **_ignored):
             grads, feature_maps = self._grads_and_maps(tf.convert_to_tensor(seed_input), score)
-            cam = np.asarray(self._calculate_cam(grads, feature_maps, None, lambda c: np.maximum(c, 0)))
+            cam = np.maximum(np.sum([np.asarray(self._calculate_cam(g, f, None, None))
+                                     for g, f in zip(grads, feature_maps, strict=True)], axis=0), 0)
             cam = zoom(cam, zoom_factor(cam.shape, seed_input.shape), order=1)
             return normalize(cam)
 

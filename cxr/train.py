@@ -432,23 +432,31 @@ def refinalize(path: Path) -> ModelCard:
     from cxr.store import load_model
 
     model, card = load_model(Path(path))
+    write_extra = finalize_on_recorded_split(model, card)
+    write_extra(Path(path))
+    card.save(Path(path))
+    return card
+
+
+def finalize_on_recorded_split(model, card: ModelCard, data_path: Path | None = None) -> Callable[[Path], None]:
+    """`finalize` on the data and validation split the card records (refitting a saved model, or
+    fitting an ensemble whose members share that split). `data_path` stands in for the recorded
+    path (the same data elsewhere): its fingerprint must be the recorded one."""
     cfg = card.training.get("config", {})
     data = card.training.get("data", {})
     if not cfg or "path" not in data:
         raise DatasetError(f"The card of {card.name} does not record its training data; retrain it instead.")
-    images = load_imageset(Path(data["path"]), data.get("split"), card.classes)
+    data_path = Path(data_path or data["path"])
+    images = load_imageset(data_path, data.get("split"), card.classes)
     if card.binary:
         images = _binary_order(images)
     if data.get("fingerprint") and fingerprint(images) != data["fingerprint"]:
-        raise DatasetError(f"The data at {data['path']} is not the data {card.name} was trained on.")
+        raise DatasetError(f"The data at {data_path} is not the data {card.name} was trained on.")
     seed = validation_seed(cfg)
     train_set, val_set = split_train_val(images, cfg.get("val_fraction", 0.15), seed)
     figure_val = (figure_validation_set(val_set, card.image_size, card.resize_policy, seed)
                   if cfg.get("figure_validation") else None)
-    write_extra = finalize(model, card, train_set, val_set, cfg.get("batch_size", 32), figure_val, seed)
-    write_extra(Path(path))
-    card.save(Path(path))
-    return card
+    return finalize(model, card, train_set, val_set, cfg.get("batch_size", 32), figure_val, seed)
 
 
 def calibrate(card: ModelCard, val_probs: np.ndarray, val_labels: np.ndarray,

@@ -136,6 +136,25 @@ def test_about_page_states_intended_use_and_bias(app_env):
     assert "may learn the hospital, not the disease" in texts(at)
 
 
+def test_an_active_ensemble_classifies_explains_and_names_its_members(app_env, tiny_model):
+    from cxr.ensemble import make_ensemble
+    from cxr.store import ModelStore
+
+    store = ModelStore(app_env["store"])
+    store.save(*make_ensemble([tiny_model, tiny_model], "tiny-twice"))
+    store.activate("tiny-twice")
+    at = run_page()
+    image = sorted((app_env["mini"] / "train" / "NORMAL").glob("*.jpg"))[0]
+    at.file_uploader(key="uploads").set_value((image.name, image.read_bytes(), "image/jpeg"))
+    at.run()
+    assert not at.exception and not at.error
+    assert "### Predicted: " in texts(at) and len(at.get("image")) >= 9  # the overlay among them
+    at = run_page("about_page.py")
+    assert not at.exception
+    assert "The average of: **tiny**" in texts(at)
+    assert any(m.value == "2 x cxrnet, averaged" for m in at.metric)
+
+
 def test_no_model_gives_a_clear_message(tmp_path, monkeypatch):
     monkeypatch.setenv("CXR_MODEL_DIR", str(tmp_path))
     at = run_page()

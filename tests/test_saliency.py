@@ -7,8 +7,12 @@ from cxr.model import build_model
 from cxr.saliency import METHODS, Explainer, colorize, overlay
 
 
-@pytest.fixture(scope="module", params=["cxrnet", "seed"])
+@pytest.fixture(scope="module", params=["cxrnet", "seed", "ensemble"])
 def explainer(request):
+    if request.param == "ensemble":  # two cxrnets averaged (cxr.ensemble): CAMs read both members
+        from cxr.ensemble import build_ensemble
+
+        return Explainer(build_ensemble([build_model("cxrnet", 3, 96) for _ in range(2)]), "cxrnet")
     model = build_model(request.param, 3, 96)
     return Explainer(model, request.param)
 

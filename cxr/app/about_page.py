@@ -50,12 +50,15 @@ if path is not None:
     st.subheader(f"Active model: {card.name}")
     val = card.metrics.get("validation", {})
     cols = st.columns(4)
-    cols[0].metric("Architecture", card.arch)
+    members = card.training.get("ensemble_of", [])  # an average of models (cxr.ensemble)
+    cols[0].metric("Architecture", f"{len(members)} x {card.arch}, averaged" if members else card.arch)
     cols[1].metric("Input", f"{card.image_size} px")
     cols[2].metric("Validation accuracy", f"{val['accuracy']:.3f}" if val else "n/a")
     cols[3].metric("COVID-19 threshold", f"{card.covid_threshold:.2f}")
     st.markdown(f"Trained {card.created[:10]} with `{card.training.get('command', '?')}`; "
                 f"data fingerprint `{card.training.get('data', {}).get('fingerprint', '?')[:16]}...`")
+    if members:
+        st.markdown("The average of: " + "; ".join(f"**{m['name']}** (`{m['command'] or '?'}`)" for m in members))
     st.markdown(f"**What this model may be learning.** {may_learn(card)}")
     with st.expander("Full model card (JSON)"):
         st.code(json.dumps(json.loads(card.to_json()), indent=2), language="json")
