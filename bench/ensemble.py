@@ -6,8 +6,9 @@ Members must have been trained on the same data with the same validation split (
 fraction and split seed: `train --split-seed`, else `--seed`), so the ensemble can be calibrated and
 thresholded honestly on that split.
 An ensemble's probabilities are the softmax of the mean of its members' log-probabilities (each at
-its own card temperature); one temperature is then fitted on validation and the COVID-19 threshold
-set at 95 % validation sensitivity, with the same functions as training (cxr.calibration).
+its own card temperature), as `python -m cxr ensemble` builds it (cxr.ensemble); one temperature is then
+fitted on validation and the COVID-19 threshold set at 95 % validation sensitivity, with the same
+functions as training (cxr.calibration).
 For the ensemble and for each member alone: clean and figure-like validation log-loss, the probe's
 headline (share of journal-figure test normals below the validation threshold, and below the
 oracle threshold fitted on the test COVID-19 images: a yardstick, never an operating point), clean

@@ -67,8 +67,9 @@ def check_members(cards: list[ModelCard]) -> None:
         raise EnsembleError("Ensembles of binary (sigmoid) models are not supported.")
 
 
-def build_ensemble(members: list) -> object:
-    """One Keras model whose output is the softmax of the members' mean logits.
+def build_ensemble(members: list, temperatures: list[float] | None = None) -> object:
+    """One Keras model whose output is the softmax of the members' mean logits, each member's
+    divided by its own temperature first (`temperatures`, default 1) so that all are calibrated.
 
     That is the softmax of their mean log-probability (a normalised geometric mean: a member sure
     an image is not COVID-19 pulls the ensemble down more than an arithmetic mean would). Averaging
@@ -94,7 +95,8 @@ def build_ensemble(members: list) -> object:
         copy = keras.models.clone_model(member, input_tensors=image, clone_function=renamed)
         for source, target in zip(member.layers, copy.layers, strict=True):
             target.set_weights(source.get_weights())
-        logits.append(copy.output)
+        temperature = temperatures[i] if temperatures else 1.0
+        logits.append(keras.layers.Rescaling(1.0 / temperature, name=PREFIX.format(i) + "calibrated")(copy.output))
     mean = keras.layers.Average(name="mean_logits")(logits)
     return keras.Model(image, keras.layers.Activation("softmax", name="probs")(mean), name="ensemble")
 
@@ -109,7 +111,7 @@ def make_ensemble(paths: list[Path], name: str, data: Path | None = None, comman
     loaded = [load_model(Path(p)) for p in paths]
     cards = [card for _, card in loaded]
     check_members(cards)
-    model = build_ensemble([m for m, _ in loaded])
+    model = build_ensemble([m for m, _ in loaded], [c.temperature for c in cards])
     first = cards[0]
     training = {key: first.training[key] for key in ("data", "config", "lung_segmenter") if key in first.training}
     card = ModelCard(

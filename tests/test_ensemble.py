@@ -32,6 +32,14 @@ def test_ensemble_output_is_the_softmax_of_the_members_mean_log_probability(memb
     np.testing.assert_allclose(reloaded(x).numpy(), ensemble(x).numpy(), atol=1e-6)
 
 
+def test_each_member_is_averaged_at_its_own_temperature(members):
+    temperatures = [2.0, 1.0, 0.5]
+    x = np.random.default_rng(3).uniform(0, 255, (4, 64, 64, 3)).astype("float32")
+    mean_log = np.mean([np.log(m(x).numpy()) / t for m, t in zip(members, temperatures, strict=True)], axis=0)
+    expected = np.exp(mean_log) / np.exp(mean_log).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(build_ensemble(members, temperatures)(x).numpy(), expected, atol=1e-5)
+
+
 def test_gradcam_of_a_model_averaged_with_itself_is_that_models_gradcam(members):
     single = Explainer(members[0], "cxrnet")
     twice = Explainer(build_ensemble([members[0], members[0]]), "cxrnet")
