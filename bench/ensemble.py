@@ -35,40 +35,31 @@ from cxr.calibration import fit_temperature, nll, threshold_for_sensitivity  # n
 from cxr.cli import resolve_model_path  # noqa: E402
 from cxr.config import get_paths  # noqa: E402
 from cxr.data import fingerprint, load_imageset, split_train_val  # noqa: E402
+from cxr.ensemble import EnsembleError, check_members, split_key  # noqa: E402
 from cxr.predict import Predictor, apply_temperature  # noqa: E402
 from cxr.probe import decode_class, degraded_views  # noqa: E402
-from cxr.train import figure_validation_set, validation_seed  # noqa: E402
+from cxr.train import figure_validation_set  # noqa: E402
 
 COVID, NORMAL = "COVID19", "NORMAL"
 
 
-class MismatchError(ValueError):
-    """Members that were not trained on the same data and validation split."""
-
-
-def split_of(card) -> tuple:
-    """What fixes a model's validation split: its training data, the split folder, fraction and seed."""
-    data, cfg = card.training.get("data", {}), card.training.get("config", {})
-    return (data.get("fingerprint"), data.get("split"), cfg.get("val_fraction", 0.15), validation_seed(cfg),
-            tuple(card.classes))
-
-
 def member_outputs(path: Path, data: Path, seed: int) -> dict:
-    """One model's probabilities (at its card temperature) on everything the figures are computed from."""
+    """One model's probabilities (at its card temperature) on everything the figures are computed
+    from; `seed`: the probe's degradations (its validation split is the card's)."""
     predictor = Predictor.from_path(path)
     card = predictor.card
-    key = split_of(card)
-    images = load_imageset(data, key[1], card.classes)
-    if fingerprint(images) != key[0]:
-        raise MismatchError(f"{card.name} was not trained on the data at {data}/{key[1]}")
-    _, val_set = split_train_val(images, key[2], key[3])
+    recorded, split, val_fraction, split_seed = split_key(card)
+    images = load_imageset(data, split, card.classes)
+    if fingerprint(images) != recorded:
+        raise EnsembleError(f"{card.name} was not trained on the data at {data}/{split}")
+    _, val_set = split_train_val(images, val_fraction, split_seed)
     val_probs, val_labels, _ = predictor.infer_imageset(val_set)
-    figure_x, figure_labels = figure_validation_set(val_set, card.image_size, card.resize_policy, key[3])
+    figure_x, figure_labels = figure_validation_set(val_set, card.image_size, card.resize_policy, split_seed)
     test = load_imageset(data, "test", card.classes)
     test_probs, test_labels, _ = predictor.infer_imageset(test)
     normals = decode_class(test, NORMAL)
     return {
-        "name": card.name, "split": key, "classes": card.classes,
+        "name": card.name, "card": card, "classes": card.classes,
         "val": val_probs, "val_labels": val_labels,
         "figure_val": predictor.infer_views(figure_x)[0], "figure_val_labels": figure_labels,
         "test": test_probs, "test_labels": test_labels,
@@ -78,9 +69,7 @@ def member_outputs(path: Path, data: Path, seed: int) -> dict:
 
 def combine(members: list[dict]) -> dict:
     """The ensemble's (uncalibrated) outputs: softmax of the members' mean log-probability."""
-    if len({m["split"] for m in members}) != 1:
-        raise MismatchError("members differ in training data or validation split: " +
-                            ", ".join(f"{m['name']} (seed {m['split'][3]})" for m in members))
+    check_members([m["card"] for m in members])  # the library's own rule for what may be averaged
     out = dict(members[0], name="+".join(m["name"] for m in members))
     for key in ("val", "figure_val", "test", "normal_figures"):
         logits = np.mean([np.log(np.clip(m[key], 1e-12, 1)) for m in members], 0)
@@ -147,7 +136,7 @@ def main() -> None:
                     cache[name] = member_outputs(resolve_model_path(name), args.data, args.seed)
             members = [cache[name] for name in names.split(",")]
             ensemble = combine(members)
-        except MismatchError as exc:
+        except EnsembleError as exc:
             parser.error(str(exc))
         result = {"ensemble_of": [m["name"] for m in members], "ensemble": figures(ensemble),
                   "members": {m["name"]: figures(m) for m in members}}

@@ -80,4 +80,4 @@ def test_ensemble_bench_refuses_members_with_another_validation_split(tiny_model
     card.save(other)
     refused = subprocess.run([sys.executable, "bench/ensemble.py", "--ensemble", f"{tiny_model},{other}",
                               "--data", str(mini_data)], cwd=REPO, capture_output=True, text=True, timeout=900)
-    assert refused.returncode == 2 and "validation split" in refused.stderr
+    assert refused.returncode == 2 and "same validation images" in refused.stderr
