@@ -106,7 +106,7 @@ class TrainConfig:
 
     @property
     def validation_seed(self) -> int:
-        return self.seed if self.split_seed is None else self.split_seed
+        return validation_seed({"seed": self.seed, "split_seed": self.split_seed})
 
     def __post_init__(self):
         from cxr.model import DEFAULT_IMAGE_SIZE
