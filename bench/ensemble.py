@@ -32,10 +32,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 from cxr.calibration import fit_temperature, nll, threshold_for_sensitivity  # noqa: E402
+from cxr.card import ModelCard  # noqa: E402
 from cxr.cli import resolve_model_path  # noqa: E402
 from cxr.config import get_paths  # noqa: E402
 from cxr.data import fingerprint, load_imageset, split_train_val  # noqa: E402
 from cxr.ensemble import EnsembleError, check_members, split_key  # noqa: E402
+from cxr.errors import CxrError  # noqa: E402
 from cxr.predict import Predictor, apply_temperature  # noqa: E402
 from cxr.probe import decode_class, degraded_views  # noqa: E402
 from cxr.train import figure_validation_set  # noqa: E402
@@ -69,7 +71,6 @@ def member_outputs(path: Path, data: Path, seed: int) -> dict:
 
 def combine(members: list[dict]) -> dict:
     """The ensemble's (uncalibrated) outputs: softmax of the members' mean log-probability."""
-    check_members([m["card"] for m in members])  # the library's own rule for what may be averaged
     out = dict(members[0], name="+".join(m["name"] for m in members))
     for key in ("val", "figure_val", "test", "normal_figures"):
         logits = np.mean([np.log(np.clip(m[key], 1e-12, 1)) for m in members], 0)
@@ -131,12 +132,14 @@ def main() -> None:
     for spec in args.ensemble:
         label, _, names = spec.rpartition("=")
         try:
+            # refuse a mixed set from the cards alone, before a minute of inference per member
+            check_members([ModelCard.load(resolve_model_path(name)) for name in names.split(",")])
             for name in names.split(","):
                 if name not in cache:
                     cache[name] = member_outputs(resolve_model_path(name), args.data, args.seed)
             members = [cache[name] for name in names.split(",")]
             ensemble = combine(members)
-        except EnsembleError as exc:
+        except CxrError as exc:  # a mixed set, a missing model, other data: a usage error, not a traceback
             parser.error(str(exc))
         result = {"ensemble_of": [m["name"] for m in members], "ensemble": figures(ensemble),
                   "members": {m["name"]: figures(m) for m in members}}

@@ -78,6 +78,12 @@ def test_ensemble_bench_refuses_members_with_another_validation_split(tiny_model
     card = ModelCard.load(other)
     card.training["config"]["seed"] += 1  # a different seed holds out different validation images
     card.save(other)
+    # No data folder at all: the cards alone must refuse the pair, before any member is run on images.
     refused = subprocess.run([sys.executable, "bench/ensemble.py", "--ensemble", f"{tiny_model},{other}",
-                              "--data", str(mini_data)], cwd=REPO, capture_output=True, text=True, timeout=900)
+                              "--data", str(tmp_path / "no-data")], cwd=REPO, capture_output=True, text=True,
+                             timeout=900)
     assert refused.returncode == 2 and "same validation images" in refused.stderr
+    missing = subprocess.run([sys.executable, "bench/ensemble.py", "--ensemble", f"{tiny_model},no-such-model",
+                              "--data", str(mini_data)], cwd=REPO, capture_output=True, text=True, timeout=900,
+                             env={**os.environ, "CXR_MODEL_DIR": str(tmp_path / "store")})
+    assert missing.returncode == 2 and "no-such-model" in missing.stderr and "Traceback" not in missing.stderr
