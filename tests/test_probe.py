@@ -89,8 +89,8 @@ def test_probe_and_heat_location_on_a_trained_model(tiny_model, mini_data, tmp_p
 
 
 def test_shipped_model_ignores_journal_figure_cues(full_data):
-    """Normal X-rays made to look like figures must not move towards COVID-19, and neither may a tight
-    crop alone (the cue the centre-crop models kept: +0.27 to +0.40 mean rise).
+    """Normal X-rays made to look like figures must not move towards COVID-19 or away from it, and neither
+    may a tight crop alone (the cue the centre-crop models kept: +0.27 to +0.40 mean rise).
 
     Threshold-free on purpose: the share below the operating threshold also counts the clean normals
     the threshold already calls positive (see models/README.md), which is specificity, not shortcut.
@@ -101,8 +101,10 @@ def test_shipped_model_ignores_journal_figure_cues(full_data):
     probe = figure_probe(predictor, load_imageset(full_data, "test", predictor.classes))
     normal = probe["classes"]["NORMAL"]
     assert normal["n"] > 100
-    assert normal["journal_figure"]["mean_rise"] <= 0.03, normal["journal_figure"]
-    assert normal["crop"]["mean_rise"] <= 0.10, normal["crop"]
+    # Either way: every external COVID-19 image is a journal figure, so a model that learnt "figure-like,
+    # so not COVID-19" (a crop-others run fell by -0.12) would miss them. It reads the source just the same.
+    assert -0.03 <= normal["journal_figure"]["mean_rise"] <= 0.03, normal["journal_figure"]
+    assert -0.10 <= normal["crop"]["mean_rise"] <= 0.10, normal["crop"]
     # As many figure-like normals stay below the threshold as clean ones, within 3 points.
     assert normal["journal_figure"]["below_threshold"] >= normal["clean"]["below_threshold"] - 0.03
 
