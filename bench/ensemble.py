@@ -130,14 +130,16 @@ def main() -> None:
     groups: dict[str, list[dict]] = {}
     results = []
     for spec in args.ensemble:
-        label, _, names = spec.rpartition("=")
+        label, _, joined = spec.rpartition("=")
+        names = joined.split(",")
         try:
+            paths = [resolve_model_path(name) for name in names]
             # refuse a mixed set from the cards alone, before a minute of inference per member
-            check_members([ModelCard.load(resolve_model_path(name)) for name in names.split(",")])
-            for name in names.split(","):
+            check_members([ModelCard.load(path) for path in paths])
+            for name, path in zip(names, paths, strict=True):
                 if name not in cache:
-                    cache[name] = member_outputs(resolve_model_path(name), args.data, args.seed)
-            members = [cache[name] for name in names.split(",")]
+                    cache[name] = member_outputs(path, args.data, args.seed)
+            members = [cache[name] for name in names]
             ensemble = combine(members)
         except CxrError as exc:  # a mixed set, a missing model, other data: a usage error, not a traceback
             parser.error(str(exc))
