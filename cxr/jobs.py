@@ -34,6 +34,11 @@ class TrainingJob:
         self._cancel.set()
 
     @property
+    def cancelling(self) -> bool:
+        """Cancel was asked for; the job still ends its epoch, then saves and evaluates the model so far."""
+        return self._cancel.is_set() and not self.finished
+
+    @property
     def finished(self) -> bool:
         return self.status != "running"
 

@@ -250,3 +250,27 @@ def test_retrain_page_says_what_a_job_does_after_its_epochs(app_env):
         assert progress.proto.value == 100
     finally:
         runner.job = previous
+
+
+def test_retrain_page_confirms_a_cancel_at_once_and_disables_the_button(app_env):
+    from cxr.app.resources import job_runner
+    from cxr.jobs import TrainingJob
+    from cxr.store import ModelStore
+    from cxr.train import TrainConfig
+
+    runner = job_runner()
+    job = TrainingJob(TrainConfig(data=app_env["mini"], epochs=3), ModelStore(app_env["store"]))
+    job.epoch = 1  # a job in its second epoch; no thread runs it, so nothing finishes behind the test
+    previous, runner.job = runner.job, job
+    try:
+        at = run_page("retrain_page.py")
+        assert not at.exception and not at.info
+        assert at.button(key="cancel").disabled is False
+        at.button(key="cancel").click()
+        at.run()
+        assert job.cancelling and job.status == "running"
+        assert any(h.value.endswith(": cancelling") for h in at.subheader)
+        assert at.info[0].value.startswith("Cancelling: the current epoch finishes")
+        assert at.button(key="cancel").disabled is True
+    finally:
+        runner.job = previous

@@ -100,18 +100,22 @@ def show_job() -> None:
     job = runner.job
     if job is None:
         return
-    st.subheader(f"Training on {job.config.data.name}: {job.status}")
+    st.subheader(f"Training on {job.config.data.name}: {'cancelling' if job.cancelling else job.status}")
     stages = {"finishing": "calibrating, fitting the out-of-distribution gate and the templates",
               "evaluating": f"evaluating the new and the active model on {job.config.data.name}/test"}
     doing = stages.get(job.stage) if not job.finished else None
     st.progress(1.0 if doing else min(job.epoch / job.config.epochs, 1.0),
                 text=(f"{job.epoch} epochs done; {doing}" if doing else f"epoch {job.epoch} of {job.config.epochs}")
                 + f" ({time.time() - job.started:.0f} s)")
+    if job.cancelling:
+        # The click was received: say so, since saving and evaluating can take minutes on a busy machine.
+        st.info("Cancelling: the current epoch finishes, then the best model so far is calibrated, saved and "
+                "evaluated. Nothing is lost; the active model stays active.")
     if job.history:
         st.plotly_chart(training_curves(job.history), key="curves")
     if not job.finished:
-        if st.button("Cancel training", key="cancel"):
-            job.cancel()
+        # on_click runs before this rerun draws the page, so the page shows "cancelling" at once.
+        st.button("Cancel training", key="cancel", on_click=job.cancel, disabled=job.cancelling)
         return
     if job.status == "failed":
         st.error(f"Training failed: {job.error}")
