@@ -1,6 +1,7 @@
 """Several browser sessions predicting while another session retrains, against a real server."""
 
 import pytest
+from playwright.sync_api import expect
 
 from cxr.decode import decode_image
 from cxr.predict import Predictor
@@ -71,7 +72,8 @@ def test_five_sessions_predict_correctly_while_a_sixth_retrains(server, browser,
     trainer.get_by_role("button", name="Cancel training").click()
     # The page confirms the click at once; ending the epoch, saving and evaluating take longer.
     trainer.get_by_text("Training on cxr-data-mini: cancelling").wait_for(timeout=60_000)
-    assert trainer.get_by_role("button", name="Cancel training").is_disabled()
+    # The page redraws element by element, so the button may turn disabled a moment after the heading.
+    expect(trainer.get_by_role("button", name="Cancel training")).to_be_disabled(timeout=60_000)
     trainer.get_by_text("stopped early by you").wait_for(timeout=480_000)
     assert trainer.locator("[data-testid=stException]").count() == 0
     print(f"concurrency: {SESSIONS} sessions, {requests} predictions ({during_training} while training), "
