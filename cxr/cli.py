@@ -128,6 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--activate", action="store_true", help="make the ensemble the active model")
     p.set_defaults(run=cmd_ensemble)
 
+    p = sub.add_parser("delete", help="remove a saved model from the store (never the active or shipped one)")
+    p.add_argument("name", help="store name of the model")
+    p.set_defaults(run=cmd_delete)
+
     p = sub.add_parser("evaluate", help="metrics of a model on a labelled folder")
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--split", default=None, help="e.g. test; without it DIR is a folder of class folders")
@@ -254,6 +258,14 @@ def cmd_ensemble(args) -> int:
     print(json.dumps({"name": saved.name, "path": str(saved.path), "activated": args.activate,
                       "members": [m["name"] for m in card.training["ensemble_of"]],
                       "covid_threshold": card.covid_threshold, **card.metrics["calibration"]}))
+    return EXIT_OK
+
+
+def cmd_delete(args) -> int:
+    from cxr.store import ModelStore
+
+    ModelStore(get_paths().model_dir).delete(args.name)
+    print(json.dumps({"deleted": args.name}))
     return EXIT_OK
 
 

@@ -83,6 +83,34 @@ class ModelStore:
         self.path_of(name)
         _atomic_write_text(self.root / ACTIVE_FILE, name + "\n")
 
+    def default_name(self) -> str | None:
+        """The shipped model's name (DEFAULT), if the store has one."""
+        try:
+            return (self.root / DEFAULT_FILE).read_text(encoding="utf-8").strip() or None
+        except FileNotFoundError:
+            return None
+
+    def delete(self, name: str) -> None:
+        """Remove a saved model for good; never the active one or the shipped default.
+
+        The folder is first renamed into a staging folder (one atomic step), so a crash midway never
+        leaves a half-deleted model listed; `clean_staging` removes whatever is left.
+        """
+        path = self.path_of(name)
+        try:
+            active = self.active_name()
+        except ModelError:
+            active = None
+        if name == self.default_name():
+            raise ModelError(f"{name} is the shipped default model (models/DEFAULT) and is kept; it is what the "
+                             "app falls back to.")
+        if name == active:
+            raise ModelError(f"{name} is the active model; activate another model before deleting it.")
+        trash = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.root))
+        os.rename(path, trash / name)
+        _fsync(self.root)
+        shutil.rmtree(trash, ignore_errors=True)
+
     def save(self, model: keras.Model, card: ModelCard,
              write_extra: Callable[[Path], None] | None = None) -> StoredModel:
         """Write model + card (+ whatever `write_extra(folder)` adds) under card.name.

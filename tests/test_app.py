@@ -274,3 +274,21 @@ def test_retrain_page_confirms_a_cancel_at_once_and_disables_the_button(app_env)
         assert at.button(key="cancel").disabled is True
     finally:
         runner.job = previous
+
+
+def test_retrain_page_deletes_a_saved_model_after_asking_but_offers_no_delete_for_the_shipped_one(app_env):
+    import shutil
+
+    store = app_env["store"]
+    shipped = (store / "DEFAULT").read_text().strip()
+    shutil.copytree(store / shipped, store / "spare")
+    at = run_page("retrain_page.py")
+    assert not at.exception
+    keys = {b.key for b in at.button if b.key}
+    assert "confirm-delete-spare" in keys and f"confirm-delete-{shipped}" not in keys
+    assert (store / "spare").is_dir()  # opening the page deleted nothing
+    at.button(key="confirm-delete-spare").click()
+    at.run()
+    assert not at.exception and not at.error
+    assert not (store / "spare").exists() and (store / shipped / "model.keras").is_file()
+    assert "confirm-delete-spare" not in {b.key for b in at.button if b.key}

@@ -202,3 +202,18 @@ def test_training_is_reproducible_from_its_seed(mini_data, tmp_path):
         histories[run] = json.loads((tmp_path / run / "card.json").read_text())["training"]["history"]
     assert histories["a"] == histories["b"]
     assert histories["a"]["loss"] != histories["c"]["loss"]
+
+
+def test_delete_removes_a_saved_model_and_refuses_the_active_one(tiny_model, tmp_path):
+    import shutil
+
+    for name in ("kept", "spare"):
+        shutil.copytree(tiny_model, tmp_path / name)
+    (tmp_path / "DEFAULT").write_text("kept\n")
+    env = {"CXR_MODEL_DIR": str(tmp_path)}
+    out = run_cli("delete", "spare", env=env)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {"deleted": "spare"} and not (tmp_path / "spare").exists()
+    out = run_cli("delete", "kept", env=env)
+    assert out.returncode == 2 and "shipped default" in out.stderr and "Traceback" not in out.stderr
+    assert (tmp_path / "kept" / "model.keras").is_file()

@@ -83,3 +83,25 @@ def test_active_pointer_to_deleted_model_falls_back_to_default(tmp_path, small_m
     (tmp_path / DEFAULT_FILE).write_text("shipped\n")
     (tmp_path / ACTIVE_FILE).write_text("deleted-one\n")
     assert store.active_name() == "shipped"
+
+
+def test_delete_removes_a_model_but_never_the_active_or_shipped_one(tmp_path, small_model):
+    store = ModelStore(tmp_path)
+    for name in ("shipped", "mine", "old"):
+        store.save(small_model, _card(name))
+    (tmp_path / DEFAULT_FILE).write_text("shipped\n")
+    store.activate("mine")
+    store.delete("old")
+    assert sorted(m.name for m in store.list()) == ["mine", "shipped"]
+    assert not (tmp_path / "old").exists() and not list(tmp_path.glob(".staging-*"))
+    with pytest.raises(ModelError, match="is the active model"):
+        store.delete("mine")
+    store.activate("shipped")
+    with pytest.raises(ModelError, match="shipped default"):
+        store.delete("shipped")
+    with pytest.raises(ModelError, match="No complete model"):
+        store.delete("old")
+    with pytest.raises(ModelError, match="not a valid model name"):
+        store.delete("../mine")
+    store.delete("mine")  # no longer active
+    assert [m.name for m in store.list()] == ["shipped"]

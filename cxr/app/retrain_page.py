@@ -131,7 +131,11 @@ def show_job() -> None:
         st.markdown("**Test split (same sources as training):** new model vs the active one")
         st.dataframe(pd.DataFrame(table).T)
     if st.button(f"Activate {job.result.name}", type="primary", key="activate-new"):
-        store.activate(job.result.name)
+        try:
+            store.activate(job.result.name)
+        except CxrError as exc:  # e.g. deleted from the list below meanwhile
+            st.error(str(exc))
+            return
         clear_model_caches()
         st.rerun(scope="app")
 
@@ -143,13 +147,28 @@ try:
     active = store.active_name()
 except CxrError:
     active = None
+shipped = store.default_name()
 for stored in store.list():
     val = stored.card.metrics.get("validation", {})
-    cols = st.columns([3, 2, 2, 1])
-    cols[0].markdown(f"**{stored.name}**" + (" — active" if stored.name == active else ""))
+    cols = st.columns([3, 2, 2, 1, 1])
+    cols[0].markdown(f"**{stored.name}**" + (" — active" if stored.name == active else "")
+                     + (" — shipped" if stored.name == shipped else ""))
     cols[1].caption(f"{stored.card.arch}, {stored.card.image_size} px, {stored.card.created[:16]}")
     cols[2].caption(f"val. accuracy {val.get('accuracy', float('nan')):.3f}" if val else "no metrics")
     if stored.name != active and cols[3].button("Activate", key=f"act-{stored.name}"):
         store.activate(stored.name)
         clear_model_caches()
         st.rerun()
+    if stored.name in (active, shipped):
+        continue  # the active model and the shipped fallback are never deleted from here
+    # A popover asks again, so one stray click cannot remove a trained model.
+    with cols[4].popover("Delete", key=f"delete-{stored.name}"):
+        st.markdown(f"Delete **{stored.name}** and its files for good?")
+        if st.button(f"Delete {stored.name}", type="primary", key=f"confirm-delete-{stored.name}"):
+            try:
+                store.delete(stored.name)
+            except CxrError as exc:
+                st.error(str(exc))
+            else:
+                clear_model_caches()
+                st.rerun()
