@@ -8,7 +8,9 @@ models/README.md).
 The ensemble is an ordinary Keras model: each member's layers are copied in under a prefix
 (`m0_`, `m1_`, ...), all read the same input, and the output is the softmax of the members' mean
 logits. Grad-CAM reads every member's map (`member_layers`); the OOD gate reads the first
-member's features, so an ensemble built around a model keeps that model's gate.
+member's features, so an ensemble built around a model keeps that model's gate. A saved ensemble
+can itself be a member of a new one: it is unpacked into its members (`unpack`), so a newly trained
+model joins the shipped ensemble without the original member folders.
 """
 
 from __future__ import annotations
@@ -67,25 +69,48 @@ def check_members(cards: list[ModelCard]) -> None:
         raise EnsembleError("Ensembles of binary (sigmoid) models are not supported.")
 
 
-def build_ensemble(members: list, temperatures: list[float] | None = None) -> object:
+def unpack(model, temperature: float) -> list[tuple[object, float, str]]:
+    """(model, temperature, prefix) per member: a single model as it is (prefix ""); an ensemble
+    as its members, each up to its own logits, with the temperature it was averaged at and the
+    prefix its layers carry. So a new model can join a saved ensemble without its members'
+    original folders: the ensemble becomes those members again, plus the new one."""
+    import keras
+
+    count = member_count(model)
+    if count == 0:
+        return [(model, temperature, "")]
+    out = []
+    for i in range(count):
+        calibrated = model.get_layer(PREFIX.format(i) + "calibrated")  # logits / the member's temperature
+        logits = keras.Model(model.input, calibrated.input, name=f"member{i}")
+        out.append((logits, 1.0 / float(calibrated.get_config()["scale"]), PREFIX.format(i)))
+    return out
+
+
+def build_ensemble(members: list, temperatures: list[float] | None = None,
+                   prefixes: list[str] | None = None) -> object:
     """One Keras model whose output is the softmax of the members' mean logits, each member's
     divided by its own temperature first (`temperatures`, default 1) so that all are calibrated.
 
     That is the softmax of their mean log-probability (a normalised geometric mean: a member sure
     an image is not COVID-19 pulls the ensemble down more than an arithmetic mean would). Averaging
     logits keeps one score for Grad-CAM, as for a single model: the ensemble's logit.
+    `prefixes`: for members unpacked from an ensemble (`unpack`), the prefix to drop from their
+    layer names; they end in their logits already.
     """
     import keras
 
     image = keras.Input(members[0].input_shape[1:], name="image")
     logits = []
     for i, member in enumerate(members):
+        old_prefix = prefixes[i] if prefixes else ""
         output_layer = member.layers[-1]
-        if output_layer.get_config().get("activation") != "softmax":
+        activation = output_layer.get_config().get("activation")
+        if activation != "softmax" and not (old_prefix and activation == "linear"):
             raise EnsembleError(f"Member {i + 1} does not end in a softmax; it cannot be averaged.")
 
-        def renamed(layer, prefix=PREFIX.format(i), output_layer=output_layer):
-            config = {**layer.get_config(), "name": prefix + layer.name}
+        def renamed(layer, prefix=PREFIX.format(i), output_layer=output_layer, old_prefix=old_prefix):
+            config = {**layer.get_config(), "name": prefix + layer.name.removeprefix(old_prefix)}
             if layer is output_layer:
                 config["activation"] = "linear"  # the member's logits
             return layer.__class__.from_config(config)
@@ -111,7 +136,8 @@ def make_ensemble(paths: list[Path], name: str, data: Path | None = None, comman
     loaded = [load_model(Path(p)) for p in paths]
     cards = [card for _, card in loaded]
     check_members(cards)
-    model = build_ensemble([m for m, _ in loaded], [c.temperature for c in cards])
+    unpacked = [part for model, card in loaded for part in unpack(model, card.temperature)]
+    model = build_ensemble(*(list(column) for column in zip(*unpacked, strict=True)))
     first = cards[0]
     training = {key: first.training[key] for key in ("data", "config", "lung_segmenter") if key in first.training}
     card = ModelCard(
@@ -119,8 +145,13 @@ def make_ensemble(paths: list[Path], name: str, data: Path | None = None, comman
         resize_policy=first.resize_policy, created=datetime.now(UTC).isoformat(timespec="seconds"),
         version=cxr.__version__,
         training={**training, "command": command,
-                  "ensemble_of": [{"name": c.name, "command": c.training.get("command", ""),
-                                   "best_epoch": c.training.get("best_epoch")} for c in cards]},
+                  "ensemble_of": [member for c in cards for member in _members(c)]},
     )
     write_extra = finalize_on_recorded_split(model, card, data)
     return model, card, write_extra
+
+
+def _members(card: ModelCard) -> list[dict]:
+    """What the card of a new ensemble lists for one of its inputs: a saved ensemble's own members."""
+    return card.training.get("ensemble_of") or [{"name": card.name, "command": card.training.get("command", ""),
+                                                  "best_epoch": card.training.get("best_epoch")}]

@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from cxr.ensemble import EnsembleError, build_ensemble, check_members, member_count
+from cxr.ensemble import EnsembleError, build_ensemble, check_members, member_count, unpack
 from cxr.model import build_model
 from cxr.ood import feature_layers
 from cxr.saliency import Explainer
@@ -49,6 +49,23 @@ def test_gradcam_of_a_model_averaged_with_itself_is_that_models_gradcam(members)
         np.testing.assert_allclose(twice.heatmap(x, class_index), single.heatmap(x, class_index), atol=1e-4)
 
 
+def test_a_saved_ensemble_plus_a_model_is_the_ensemble_of_all_its_members(members, tmp_path):
+    first, second, third = members
+    pair = build_ensemble([first, second], [2.0, 1.0])
+    pair.save(tmp_path / "pair.keras")
+    pair = keras.saving.load_model(tmp_path / "pair.keras", compile=False, safe_mode=True)
+    parts = unpack(pair, temperature=0.8) + unpack(third, temperature=0.5)  # the pair's own T is refitted
+    assert [(t, prefix) for _, t, prefix in parts] == [(pytest.approx(2.0), "m0_"), (pytest.approx(1.0), "m1_"),
+                                                       (0.5, "")]
+    grown = build_ensemble(*(list(column) for column in zip(*parts, strict=True)))
+    direct = build_ensemble(members, [2.0, 1.0, 0.5])
+    x = np.random.default_rng(4).uniform(0, 255, (3, 64, 64, 3)).astype("float32")
+    np.testing.assert_allclose(grown(x).numpy(), direct(x).numpy(), atol=1e-5)
+    assert member_count(grown) == 3 and sorted(layer.name for layer in grown.layers) == sorted(
+        layer.name for layer in direct.layers)  # m2_..., never m0_m1_...
+    assert Explainer(grown, "cxrnet").cam_layer == ("m0_s4c1_relu", "m1_s4c1_relu", "m2_s4c1_relu")
+
+
 def test_ensemble_gate_reads_the_first_members_features(members):
     assert feature_layers(build_ensemble(members)) == tuple("m0_" + n for n in feature_layers(members[0]))
 
@@ -83,6 +100,12 @@ def test_ensemble_command_saves_a_calibrated_gated_model_that_serves_like_its_me
     assert (store / "twice" / "templates").is_dir()
     img = np.random.default_rng(2).integers(40, 200, (120, 100), dtype=np.uint8)
     np.testing.assert_allclose(twice.predict_proba([img]), tiny.predict_proba([img]), atol=1e-3)
+    # A saved ensemble can take one more member; the card lists the members, not the ensemble.
+    out = run_cli("ensemble", "twice", tiny_model, "--name", "thrice", env={"CXR_MODEL_DIR": str(store)})
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["members"] == ["tiny", "tiny", "tiny"]
+    thrice = Predictor.from_path(store / "thrice")
+    np.testing.assert_allclose(thrice.predict_proba([img]), tiny.predict_proba([img]), atol=1e-3)
 
 
 def test_ensemble_command_refuses_members_with_another_split_and_saves_nothing(tiny_model, tmp_path):
