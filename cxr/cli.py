@@ -128,6 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--activate", action="store_true", help="make the ensemble the active model")
     p.set_defaults(run=cmd_ensemble)
 
+    p = sub.add_parser("models", help="list the saved models, newest first, marking the active and shipped one")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_models)
+
     p = sub.add_parser("delete", help="remove a saved model from the store (never the active or shipped one)")
     p.add_argument("name", help="store name of the model")
     p.set_defaults(run=cmd_delete)
@@ -258,6 +262,31 @@ def cmd_ensemble(args) -> int:
     print(json.dumps({"name": saved.name, "path": str(saved.path), "activated": args.activate,
                       "members": [m["name"] for m in card.training["ensemble_of"]],
                       "covid_threshold": card.covid_threshold, **card.metrics["calibration"]}))
+    return EXIT_OK
+
+
+def cmd_models(args) -> int:
+    from cxr.errors import ModelError
+    from cxr.store import ModelStore
+
+    store = ModelStore(get_paths().model_dir)
+    try:
+        active = store.active_name()
+    except ModelError:
+        active = None
+    rows = [{"name": m.name, "active": m.name == active, "shipped": m.name == store.default_name(),
+             "arch": m.card.arch, "image_size": m.card.image_size, "created": m.card.created,
+             "members": len(m.card.training.get("ensemble_of", [])) or 1,
+             "validation_accuracy": m.card.metrics.get("validation", {}).get("accuracy")} for m in store.list()]
+    if args.json:
+        print(json.dumps(rows))
+        return EXIT_OK
+    for row in rows:
+        marks = "".join(f", {k}" for k in ("active", "shipped") if row[k])
+        accuracy = row["validation_accuracy"]
+        scored = f"val. accuracy {accuracy:.3f}" if accuracy is not None else "no metrics"
+        print(f"{row['name']}{marks}: {row['arch']} x{row['members']}, {row['image_size']} px, {row['created'][:16]}, "
+              + scored)
     return EXIT_OK
 
 

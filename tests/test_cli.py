@@ -204,16 +204,21 @@ def test_training_is_reproducible_from_its_seed(mini_data, tmp_path):
     assert histories["a"]["loss"] != histories["c"]["loss"]
 
 
-def test_delete_removes_a_saved_model_and_refuses_the_active_one(tiny_model, tmp_path):
+def test_models_lists_and_delete_removes_a_saved_model_but_not_the_shipped_one(tiny_model, tmp_path):
     import shutil
 
     for name in ("kept", "spare"):
         shutil.copytree(tiny_model, tmp_path / name)
     (tmp_path / "DEFAULT").write_text("kept\n")
     env = {"CXR_MODEL_DIR": str(tmp_path)}
+    listed = json.loads(run_cli("models", "--json", env=env).stdout)
+    assert {(m["name"], m["active"], m["shipped"], m["members"]) for m in listed} == {
+        ("kept", True, True, 1), ("spare", False, False, 1)}
+    assert "kept, active, shipped: " in run_cli("models", env=env).stdout
     out = run_cli("delete", "spare", env=env)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == {"deleted": "spare"} and not (tmp_path / "spare").exists()
+    assert [m["name"] for m in json.loads(run_cli("models", "--json", env=env).stdout)] == ["kept"]
     out = run_cli("delete", "kept", env=env)
     assert out.returncode == 2 and "shipped default" in out.stderr and "Traceback" not in out.stderr
     assert (tmp_path / "kept" / "model.keras").is_file()
