@@ -266,15 +266,11 @@ def cmd_ensemble(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from cxr.errors import ModelError
     from cxr.store import ModelStore
 
     store = ModelStore(get_paths().model_dir)
-    try:
-        active = store.active_name()
-    except ModelError:
-        active = None
-    rows = [{"name": m.name, "active": m.name == active, "shipped": m.name == store.default_name(),
+    active, shipped = store.active_or_none(), store.default_name()
+    rows = [{"name": m.name, "active": m.name == active, "shipped": m.name == shipped,
              "arch": m.card.arch, "image_size": m.card.image_size, "created": m.card.created,
              "members": len(m.card.training.get("ensemble_of", [])) or 1,
              "validation_accuracy": m.card.metrics.get("validation", {}).get("accuracy")} for m in store.list()]

@@ -71,10 +71,9 @@ def compare_on_split(store: ModelStore, new: StoredModel, data, split: str) -> d
 
     out = {}
     candidates = {"new": new.path}
-    try:
-        candidates["active"] = store.active_path()
-    except CxrError:
-        pass
+    active = store.active_or_none()
+    if active is not None:
+        candidates["active"] = store.root / active
     for role, path in candidates.items():
         predictor = Predictor.from_path(path)
         try:

@@ -63,17 +63,23 @@ class ModelStore:
             raise ModelError(f"No complete model named {name!r} in the model store.")
         return path
 
+    def _pointer(self, file: str) -> str | None:
+        """The complete model that pointer file `file` names, or None."""
+        try:
+            name = (self.root / file).read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            return None
+        return name if name and _NAME.match(name) and is_complete(self.root / name) else None
+
+    def active_or_none(self) -> str | None:
+        """The active model's name (ACTIVE, else DEFAULT), or None where a listing has no active model."""
+        return self._pointer(ACTIVE_FILE) or self._pointer(DEFAULT_FILE)
+
     def active_name(self) -> str:
-        for pointer in (ACTIVE_FILE, DEFAULT_FILE):
-            try:
-                name = (self.root / pointer).read_text(encoding="utf-8").strip()
-            except FileNotFoundError:
-                continue
-            if name and _NAME.match(name) and is_complete(self.root / name):
-                return name
-        raise ModelError(
-            f"No active model in {self.root}: train one with `python -m cxr train --activate`."
-        )
+        name = self.active_or_none()
+        if name is None:
+            raise ModelError(f"No active model in {self.root}: train one with `python -m cxr train --activate`.")
+        return name
 
     def active_path(self) -> Path:
         return self.root / self.active_name()
@@ -85,10 +91,7 @@ class ModelStore:
 
     def default_name(self) -> str | None:
         """The shipped model's name (DEFAULT), if the store has one."""
-        try:
-            return (self.root / DEFAULT_FILE).read_text(encoding="utf-8").strip() or None
-        except FileNotFoundError:
-            return None
+        return self._pointer(DEFAULT_FILE)
 
     def delete(self, name: str) -> None:
         """Remove a saved model for good; never the active one or the shipped default.
@@ -97,14 +100,10 @@ class ModelStore:
         leaves a half-deleted model listed; `clean_staging` removes whatever is left.
         """
         path = self.path_of(name)
-        try:
-            active = self.active_name()
-        except ModelError:
-            active = None
         if name == self.default_name():
             raise ModelError(f"{name} is the shipped default model (models/DEFAULT) and is kept; it is what the "
                              "app falls back to.")
-        if name == active:
+        if name == self.active_or_none():
             raise ModelError(f"{name} is the active model; activate another model before deleting it.")
         trash = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.root))
         os.rename(path, trash / name)

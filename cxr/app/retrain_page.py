@@ -143,11 +143,7 @@ def show_job() -> None:
 show_job()
 
 st.subheader("Saved models")
-try:
-    active = store.active_name()
-except CxrError:
-    active = None
-shipped = store.default_name()
+active, shipped = store.active_or_none(), store.default_name()
 for stored in store.list():
     val = stored.card.metrics.get("validation", {})
     cols = st.columns([3, 2, 2, 1, 1])
