@@ -132,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_models)
 
-    p = sub.add_parser("delete", help="remove a saved model from the store (never the active or shipped one)")
+    p = sub.add_parser("delete", help="remove a saved model from the store (never the active or shipped one, "
+                                      "or a member of the shipped one)")
     p.add_argument("name", help="store name of the model")
     p.set_defaults(run=cmd_delete)
 
@@ -269,8 +270,9 @@ def cmd_models(args) -> int:
     from cxr.store import ModelStore
 
     store = ModelStore(get_paths().model_dir)
-    active, shipped = store.active_or_none(), store.default_name()
+    active, shipped, members = store.active_or_none(), store.default_name(), store.shipped_members()
     rows = [{"name": m.name, "active": m.name == active, "shipped": m.name == shipped,
+             "shipped_member_of": shipped if m.name in members else None,
              "arch": m.card.arch, "image_size": m.card.image_size, "created": m.card.created,
              "members": len(m.card.training.get("ensemble_of", [])) or 1,
              "validation_accuracy": m.card.metrics.get("validation", {}).get("accuracy")} for m in store.list()]
@@ -279,6 +281,8 @@ def cmd_models(args) -> int:
         return EXIT_OK
     for row in rows:
         marks = "".join(f", {k}" for k in ("active", "shipped") if row[k])
+        if row["shipped_member_of"]:
+            marks += f", shipped in {row['shipped_member_of']}"
         accuracy = row["validation_accuracy"]
         scored = f"val. accuracy {accuracy:.3f}" if accuracy is not None else "no metrics"
         print(f"{row['name']}{marks}: {row['arch']} x{row['members']}, {row['image_size']} px, {row['created'][:16]}, "

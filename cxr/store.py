@@ -93,8 +93,23 @@ class ModelStore:
         """The shipped model's name (DEFAULT), if the store has one."""
         return self._pointer(DEFAULT_FILE)
 
+    def shipped_members(self) -> set[str]:
+        """The stored models the shipped default was averaged from (its card's `ensemble_of`).
+
+        They are shipped with it, so that the shipped ensemble can be rebuilt, and are kept like it.
+        """
+        default = self.default_name()
+        if default is None:
+            return set()
+        try:
+            members = ModelCard.load(self.root / default).training.get("ensemble_of", [])
+        except ModelError:
+            return set()
+        names = {str(m.get("name", "")) for m in members if isinstance(m, dict)}
+        return {n for n in names if _NAME.match(n) and is_complete(self.root / n)}
+
     def delete(self, name: str) -> None:
-        """Remove a saved model for good; never the active one or the shipped default.
+        """Remove a saved model for good; never the active one, the shipped default or its members.
 
         The folder is first renamed into a staging folder (one atomic step), so a crash midway never
         leaves a half-deleted model listed; `clean_staging` removes whatever is left.
@@ -103,6 +118,9 @@ class ModelStore:
         if name == self.default_name():
             raise ModelError(f"{name} is the shipped default model (models/DEFAULT) and is kept; it is what the "
                              "app falls back to.")
+        if name in self.shipped_members():
+            raise ModelError(f"{name} is a member of the shipped model {self.default_name()} and is kept with it, "
+                             "so that the shipped ensemble can be rebuilt.")
         if name == self.active_or_none():
             raise ModelError(f"{name} is the active model; activate another model before deleting it.")
         trash = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.root))

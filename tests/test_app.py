@@ -292,3 +292,20 @@ def test_retrain_page_deletes_a_saved_model_after_asking_but_offers_no_delete_fo
     assert not at.exception and not at.error
     assert not (store / "spare").exists() and (store / shipped / "model.keras").is_file()
     assert "confirm-delete-spare" not in {b.key for b in at.button if b.key}
+
+
+def test_retrain_page_offers_no_delete_for_a_member_of_the_shipped_ensemble(app_env):
+    import json
+    import shutil
+
+    store = app_env["store"]
+    shipped = (store / "DEFAULT").read_text().strip()
+    shutil.copytree(store / shipped, store / "member")
+    card = json.loads((store / shipped / "card.json").read_text())
+    card["training"]["ensemble_of"] = [{"name": "member"}]
+    (store / shipped / "card.json").write_text(json.dumps(card))
+    at = run_page("retrain_page.py")
+    assert not at.exception
+    assert f"**member** — shipped, in {shipped}" in texts(at)
+    keys = {b.key for b in at.button if b.key}
+    assert "act-member" in keys and "confirm-delete-member" not in keys

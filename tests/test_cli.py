@@ -222,3 +222,13 @@ def test_models_lists_and_delete_removes_a_saved_model_but_not_the_shipped_one(t
     out = run_cli("delete", "kept", env=env)
     assert out.returncode == 2 and "shipped default" in out.stderr and "Traceback" not in out.stderr
     assert (tmp_path / "kept" / "model.keras").is_file()
+    # A model the shipped one was averaged from is listed as such and kept too.
+    shutil.copytree(tiny_model, tmp_path / "member")
+    card = json.loads((tmp_path / "kept" / "card.json").read_text())
+    card["training"]["ensemble_of"] = [{"name": "member"}]
+    (tmp_path / "kept" / "card.json").write_text(json.dumps(card))
+    listed = {m["name"]: m["shipped_member_of"] for m in json.loads(run_cli("models", "--json", env=env).stdout)}
+    assert listed == {"kept": None, "member": "kept"}
+    assert "member, shipped in kept: " in run_cli("models", env=env).stdout
+    out = run_cli("delete", "member", env=env)
+    assert out.returncode == 2 and "member of the shipped model kept" in out.stderr and "Traceback" not in out.stderr

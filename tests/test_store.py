@@ -105,3 +105,21 @@ def test_delete_removes_a_model_but_never_the_active_or_shipped_one(tmp_path, sm
         store.delete("../mine")
     store.delete("mine")  # no longer active
     assert [m.name for m in store.list()] == ["shipped"]
+
+
+def test_members_of_the_shipped_ensemble_are_kept_with_it(tmp_path, small_model):
+    store = ModelStore(tmp_path)
+    ensemble = _card("shipped")
+    ensemble.training["ensemble_of"] = [{"name": "member"}, {"name": "elsewhere"}, {"name": "../escape"}]
+    store.save(small_model, ensemble)
+    for name in ("member", "other"):
+        store.save(small_model, _card(name))
+    assert store.shipped_members() == set()  # no DEFAULT yet: nothing is shipped
+    (tmp_path / DEFAULT_FILE).write_text("shipped\n")
+    # Only members that are in this store count; "elsewhere" was never stored here.
+    assert store.shipped_members() == {"member"}
+    with pytest.raises(ModelError, match="member of the shipped model shipped"):
+        store.delete("member")
+    assert (tmp_path / "member" / "model.keras").is_file()
+    store.delete("other")
+    assert sorted(m.name for m in store.list()) == ["member", "shipped"]

@@ -143,20 +143,21 @@ def show_job() -> None:
 show_job()
 
 st.subheader("Saved models")
-active, shipped = store.active_or_none(), store.default_name()
+active, shipped, members = store.active_or_none(), store.default_name(), store.shipped_members()
 for stored in store.list():
     val = stored.card.metrics.get("validation", {})
     cols = st.columns([3, 2, 2, 1, 1])
     cols[0].markdown(f"**{stored.name}**" + (" — active" if stored.name == active else "")
-                     + (" — shipped" if stored.name == shipped else ""))
+                     + (" — shipped" if stored.name == shipped else "")
+                     + (f" — shipped, in {shipped}" if stored.name in members else ""))
     cols[1].caption(f"{stored.card.arch}, {stored.card.image_size} px, {stored.card.created[:16]}")
     cols[2].caption(f"val. accuracy {val.get('accuracy', float('nan')):.3f}" if val else "no metrics")
     if stored.name != active and cols[3].button("Activate", key=f"act-{stored.name}"):
         store.activate(stored.name)
         clear_model_caches()
         st.rerun()
-    if stored.name in (active, shipped):
-        continue  # the active model and the shipped fallback are never deleted from here
+    if stored.name in (active, shipped) or stored.name in members:
+        continue  # the active model, the shipped fallback and its members are never deleted from here
     # A popover asks again, so one stray click cannot remove a trained model.
     with cols[4].popover("Delete", key=f"delete-{stored.name}"):
         st.markdown(f"Delete **{stored.name}** and its files for good?")
