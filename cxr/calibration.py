@@ -56,8 +56,9 @@ def threshold_evidence(calibration: dict) -> dict | None:
     """What a card's validation COVID-19 images say about the sensitivity at its threshold.
 
     {"target_sensitivity", "found", "n", "sensitivity_ci"}: at least `found` of the `n` images were at or above the
-    threshold when it was chosen, and the exact 95 % interval of the sensitivity that implies.
-    None for cards without the count (older ones).
+    threshold when it was chosen, and the exact 95 % interval of the sensitivity that implies. Cards that
+    record the images' groups add {"groups", "groups_found", "largest_group", "group_sensitivity_ci"}: the same,
+    counting each patient or publication once. None for cards without the count (older ones).
     """
     from cxr.metrics import proportion_ci
 
@@ -66,4 +67,35 @@ def threshold_evidence(calibration: dict) -> dict | None:
         return None
     target = calibration.get("target_sensitivity", 0.95)
     found = n - allowed_misses(n, target)
-    return {"target_sensitivity": target, "found": found, "n": n, "sensitivity_ci": proportion_ci(found, n)}
+    out = {"target_sensitivity": target, "found": found, "n": n, "sensitivity_ci": proportion_ci(found, n)}
+    groups = int(calibration.get("n_covid_validation_groups") or 0)
+    if groups:
+        groups_found = int(calibration["covid_groups_found"])
+        out.update(groups=groups, groups_found=groups_found, largest_group=int(calibration["covid_largest_group"]),
+                   group_sensitivity_ci=proportion_ci(groups_found, groups))
+    return out
+
+
+def grouped_evidence_note(evidence: dict) -> str:
+    """The threshold's evidence counted once per patient or publication ('' when every image is its own)."""
+    groups = evidence.get("groups")
+    if not groups or groups >= evidence["n"]:
+        return ""
+    return (f" Those images come from only {groups} patients or publications ({evidence['largest_group']} from one), "
+            f"and images of one patient are not independent: counting each once ({evidence['groups_found']} of "
+            f"{groups} found), it could be as low as {evidence['group_sensitivity_ci'][0]:.0%}.")
+
+
+def covid_group_counts(p_covid: np.ndarray, is_covid: np.ndarray, groups: list[str], threshold: float) -> dict:
+    """How many groups (patients, publications) the validation COVID-19 images come from, how many
+    of them have every image at or above `threshold`, and the most images one group gave.
+
+    Images of one patient, or serial films in one paper, are not independent: counted once per group,
+    14 "all found" images from 7 groups say the sensitivity is at least 59 %, not 77 %.
+    """
+    from cxr.metrics import groups_found
+
+    is_covid = np.asarray(is_covid, bool)
+    g = groups_found(np.asarray(p_covid)[is_covid] >= threshold, np.asarray(groups, dtype=object)[is_covid])
+    return {"n_covid_validation_groups": g["groups"], "covid_groups_found": g["groups_found"],
+            "covid_largest_group": g["largest_group"]}

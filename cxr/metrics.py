@@ -43,10 +43,28 @@ def roc_points(probs: np.ndarray, labels: np.ndarray, classes: list[str]) -> dic
     return out
 
 
+def groups_found(found: np.ndarray, groups) -> dict:
+    """Detection counted once per group (patient, publication): `found` and `groups` per positive image.
+
+    A group counts as found only if every one of its images is. Serial films of one patient, or the
+    figures of one paper, are not independent evidence, so the group count is the honest sample size.
+    """
+    found = np.asarray(found, bool)
+    groups = np.asarray(list(groups), dtype=object)
+    names, sizes = np.unique(groups, return_counts=True)
+    n_found = sum(bool(found[groups == name].all()) for name in names)
+    return {"groups": int(len(names)), "groups_found": int(n_found),
+            "largest_group": int(sizes.max()) if len(sizes) else 0}
+
+
 def binary_covid_metrics(
-    probs: np.ndarray, labels: np.ndarray, classes: list[str], threshold: float
+    probs: np.ndarray, labels: np.ndarray, classes: list[str], threshold: float, groups=None
 ) -> dict | None:
-    """COVID19 vs NORMAL on the images of those two classes; score = P(COVID19)."""
+    """COVID19 vs NORMAL on the images of those two classes; score = P(COVID19).
+
+    Given every image's group (patient or publication), the COVID-19 sensitivity is also counted
+    once per group (`covid_groups`, `covid_groups_found`, `sensitivity_group_ci`).
+    """
     if COVID not in classes or NORMAL not in classes:
         return None
     covid, normal = classes.index(COVID), classes.index(NORMAL)
@@ -58,6 +76,12 @@ def binary_covid_metrics(
     pred = score >= threshold
     n_covid, n_normal = int(y.sum()), int((~y).sum())
     found, cleared = int(pred[y].sum()), int((~pred[~y]).sum())
+    grouped = {}
+    if groups is not None and len(groups) == len(labels):
+        g = groups_found(pred[y], np.asarray(list(groups), dtype=object)[keep][y])
+        grouped = {"covid_groups": g["groups"], "covid_groups_found": g["groups_found"],
+                   "covid_largest_group": g["largest_group"],
+                   "sensitivity_group_ci": proportion_ci(g["groups_found"], g["groups"])}
     return {
         "n": int(keep.sum()),
         "auroc": float(roc_auc_score(y, score)),
@@ -69,6 +93,7 @@ def binary_covid_metrics(
         "n_normal": n_normal,
         "sensitivity_ci": proportion_ci(found, n_covid),
         "specificity_ci": proportion_ci(cleared, n_normal),
+        **grouped,
     }
 
 
@@ -87,11 +112,12 @@ def proportion_ci(successes: int, n: int, level: float = 0.95) -> tuple[float, f
 
 
 def classification_metrics(
-    probs: np.ndarray, labels: np.ndarray, classes: list[str], covid_threshold: float = 0.5
+    probs: np.ndarray, labels: np.ndarray, classes: list[str], covid_threshold: float = 0.5, groups=None
 ) -> dict:
     """The `evaluate --json` object: accuracy, macro AUROC, per-class, confusion, binary, ECE.
 
-    probs: (N, C) class probabilities in `classes` order; labels: (N,) int class indices.
+    probs: (N, C) class probabilities in `classes` order; labels: (N,) int class indices; groups:
+    optional, each image's patient or publication (see `binary_covid_metrics`).
     """
     probs = np.asarray(probs, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.int64)
@@ -120,6 +146,6 @@ def classification_metrics(
             for i, c in enumerate(classes)
         },
         "confusion": {"labels": list(classes), "matrix": confusion_matrix(labels, pred, labels=index).tolist()},
-        "binary": binary_covid_metrics(probs, labels, classes, covid_threshold),
+        "binary": binary_covid_metrics(probs, labels, classes, covid_threshold, groups),
         "ece": expected_calibration_error(probs, labels),
     }

@@ -189,7 +189,8 @@ class Predictor:
         """Metrics on a labelled folder (`split` of `data`) -> (images, probs, labels, metrics)."""
         images = load_imageset(data, split, self.classes)
         probs, labels = self.predict_imageset(images)
-        metrics = classification_metrics(probs, labels, self.classes, self.card.covid_threshold)
+        metrics = classification_metrics(probs, labels, self.classes, self.card.covid_threshold,
+                                         images.groups or None)
         return images, probs, labels, metrics
 
 

@@ -34,7 +34,8 @@ def metrics_by_normal_source(
     out = {}
     for name in sorted(set(sources[labels == normal])):
         keep = (labels != normal) | (sources == name)
-        m = classification_metrics(probs[keep], labels[keep], images.classes, covid_threshold)
+        groups = np.asarray(images.groups, dtype=object)[keep] if len(images.groups) == len(labels) else None
+        m = classification_metrics(probs[keep], labels[keep], images.classes, covid_threshold, groups)
         out[name] = {"n_normal": int(((labels == normal) & (sources == name)).sum()),
                      "accuracy": m["accuracy"], "macro_auroc": m["macro_auroc"], "binary": m["binary"]}
     return out

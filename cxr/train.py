@@ -16,7 +16,7 @@ import numpy as np
 import cxr
 from cxr import selection
 from cxr.acquisition import on_validation
-from cxr.calibration import fit_temperature, nll, threshold_for_sensitivity
+from cxr.calibration import covid_group_counts, fit_temperature, nll, threshold_for_sensitivity
 from cxr.card import ModelCard
 from cxr.data import ImageSet, figure_like, fingerprint, load_imageset, make_dataset, split_train_val
 from cxr.distribute import is_chief, make_strategy
@@ -355,7 +355,7 @@ def finalize(model, card: ModelCard, train_set: ImageSet, val_set: ImageSet, bat
     predictor = Predictor(model, card)
     card.temperature = 1.0
     val_probs, val_labels, val_features = predictor.infer_imageset(val_set, batch_size)
-    card.metrics["calibration"] = calibrate(card, val_probs, val_labels)
+    card.metrics["calibration"] = calibrate(card, val_probs, val_labels, groups=val_set.groups)
     val_probs = apply_temperature(val_probs, card.temperature)
     card.metrics["validation"] = validation_metrics(val_probs, val_labels, card)
     report_figures = figure_val is not None
@@ -443,6 +443,17 @@ def finalize_on_recorded_split(model, card: ModelCard, data_path: Path | None = 
     fitting an ensemble whose members share that split). `data_path` stands in for the recorded
     path (the same data elsewhere): its fingerprint must be the recorded one."""
     cfg = card.training.get("config", {})
+    train_set, val_set = recorded_split(card, data_path)
+    seed = validation_seed(cfg)
+    figure_val = (figure_validation_set(val_set, card.image_size, card.resize_policy, seed)
+                  if cfg.get("figure_validation") else None)
+    return finalize(model, card, train_set, val_set, cfg.get("batch_size", 32), figure_val, seed)
+
+
+def recorded_split(card: ModelCard, data_path: Path | None = None) -> tuple[ImageSet, ImageSet]:
+    """(training, validation) images of a saved model, as its card records them; `data_path` stands
+    in for the recorded path (the same data elsewhere): its fingerprint must be the recorded one."""
+    cfg = card.training.get("config", {})
     data = card.training.get("data", {})
     if not cfg or "path" not in data:
         raise DatasetError(f"The card of {card.name} does not record its training data; retrain it instead.")
@@ -452,16 +463,16 @@ def finalize_on_recorded_split(model, card: ModelCard, data_path: Path | None = 
         images = _binary_order(images)
     if data.get("fingerprint") and fingerprint(images) != data["fingerprint"]:
         raise DatasetError(f"The data at {data_path} is not the data {card.name} was trained on.")
-    seed = validation_seed(cfg)
-    train_set, val_set = split_train_val(images, cfg.get("val_fraction", 0.15), seed)
-    figure_val = (figure_validation_set(val_set, card.image_size, card.resize_policy, seed)
-                  if cfg.get("figure_validation") else None)
-    return finalize(model, card, train_set, val_set, cfg.get("batch_size", 32), figure_val, seed)
+    return split_train_val(images, cfg.get("val_fraction", 0.15), validation_seed(cfg))
 
 
 def calibrate(card: ModelCard, val_probs: np.ndarray, val_labels: np.ndarray,
-              sensitivity: float = 0.95) -> dict:
-    """Fit the temperature and the COVID-19 threshold on validation; set them on `card`."""
+              sensitivity: float = 0.95, groups: list[str] | None = None) -> dict:
+    """Fit the temperature and the COVID-19 threshold on validation; set them on `card`.
+
+    Given each validation image's group (patient or publication), the card also records how many
+    groups the COVID-19 images come from: images of one patient are not independent evidence.
+    """
     card.temperature = fit_temperature(val_probs, val_labels)
     calibrated = apply_temperature(val_probs, card.temperature)
     out = {
@@ -477,6 +488,8 @@ def calibrate(card: ModelCard, val_probs: np.ndarray, val_labels: np.ndarray,
         card.covid_threshold = threshold_for_sensitivity(calibrated[:, covid], val_labels == covid, sensitivity)
         out.update(covid_threshold=card.covid_threshold, target_sensitivity=sensitivity,
                    n_covid_validation=int((val_labels == covid).sum()))
+        if groups:
+            out.update(covid_group_counts(calibrated[:, covid], val_labels == covid, groups, card.covid_threshold))
     return out
 
 

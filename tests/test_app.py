@@ -47,6 +47,33 @@ def test_predict_page_classifies_an_upload_with_overlay_and_templates(app_env):
     assert any(b.label == "Download report (PNG)" for b in at.get("download_button"))
 
 
+def test_threshold_help_and_test_sensitivity_count_patients_once(app_env):
+    import json
+
+    # The shipped model's case: its 14 validation COVID-19 images come from 7 patients or papers.
+    card_file = next(app_env["store"].glob("*/card.json"))
+    card = json.loads(card_file.read_text())
+    card["metrics"]["calibration"].update(n_covid_validation=14, n_covid_validation_groups=7,
+                                          covid_groups_found=7, covid_largest_group=8)
+    card_file.write_text(json.dumps(card))
+    # And the test split's COVID-19 images all from one paper, as serial films would be.
+    manifest = app_env["mini"] / "manifest.csv"
+    rows = manifest.read_text().splitlines()
+    rows = [",".join(f.split(",")[:3] + ["one-paper"] + f.split(",")[4:]) if f.startswith("test/COVID19/") else f
+            for f in rows]
+    manifest.write_text("\n".join(rows) + "\n")
+    at = run_page()
+    threshold = next(s for s in at.slider if s.label == "COVID-19 threshold")
+    assert "could be as low as 77%" in threshold.help
+    assert "only 7 patients or publications (8 from one)" in threshold.help and "as low as 59%" in threshold.help
+    at = run_page("evaluation_page.py", timeout=300)
+    assert not at.exception and "counting each once (7 of 7 found), it could be as low as 59%" in texts(at)
+    # "sensitivity 0.750 (3/4; 95% CI ..-..%; 0/1 counting each ...)": the paper counts as found only if all 4 are.
+    found, n = texts(at).split("COVID-19 vs normal")[1].split("sensitivity ")[1].split("(")[1].split(";")[0].split("/")
+    assert n == "4"
+    assert f"; {int(found == n)}/1 counting each patient or publication once, 95% CI" in texts(at)
+
+
 def test_predict_page_warns_instead_of_diagnosing_a_non_xray(app_env):
     at = run_page()
     # Uniform noise: a PNG the decoder accepts, nothing like a chest X-ray.
@@ -118,6 +145,12 @@ def test_evaluation_page_runs_the_shortcut_probe(app_env):
     assert "chosen on clean and figure-like validation loss together" in texts(at)
     assert "Out-of-distribution gate:" in texts(at) and "as journal figures" in texts(at)
     assert "Stored as another hospital might:" in texts(at) and "Selection figure between models" in texts(at)
+    at.button(key="threshold-images").click()
+    at.run(timeout=300)
+    assert not at.exception and not at.error
+    assert "so the lowest sets it" in texts(at)
+    shown = next(d.value for d in at.dataframe if "p_covid" in d.value.columns)
+    assert list(shown.columns) == ["file", "group", "p_covid"] and list(shown["p_covid"]) == sorted(shown["p_covid"])
     at.button(key="run-probe").click()
     at.run(timeout=300)
     assert not at.exception and not at.error

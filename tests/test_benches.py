@@ -87,3 +87,17 @@ def test_ensemble_bench_refuses_members_with_another_validation_split(tiny_model
                               "--data", str(mini_data)], cwd=REPO, capture_output=True, text=True, timeout=900,
                              env={**os.environ, "CXR_MODEL_DIR": str(tmp_path / "store")})
     assert missing.returncode == 2 and "no-such-model" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_threshold_bench_lists_the_validation_covid_images_and_each_group_left_out(tiny_model):
+    from cxr.card import ModelCard
+
+    r = run_bench("threshold.py", "--model", str(tiny_model))
+    card = ModelCard.load(tiny_model)
+    assert r["model"] == card.name and r["refitted_threshold"] == card.covid_threshold  # the card's own fit, redone
+    scores = [i["p_covid"] for i in r["images"]]
+    assert len(scores) == r["n_covid_validation"] == card.metrics["calibration"]["n_covid_validation"]
+    assert scores == sorted(scores) and scores[0] >= r["refitted_threshold"]  # lowest first, all found
+    assert r["groups"] == len({i["group"] for i in r["images"]}) == len(r["threshold_without_group"])
+    # Leaving out a group never lowers a threshold that every remaining image must clear.
+    assert all(g["threshold"] >= r["refitted_threshold"] for g in r["threshold_without_group"].values())

@@ -83,3 +83,37 @@ def test_threshold_evidence_reads_the_card():
     assert evidence == {"target_sensitivity": 0.95, "found": 14, "n": 14, "sensitivity_ci": (0.7684, 1.0)}
     assert threshold_evidence({"n_covid_validation": 40, "target_sensitivity": 0.95})["found"] == 38
     assert threshold_evidence({"temperature": 1.0}) is None
+
+
+def test_threshold_evidence_counts_each_patient_or_publication_once():
+    from cxr.calibration import covid_group_counts, grouped_evidence_note, threshold_evidence
+
+    # Five COVID-19 images from three groups (one paper gave three); a normal in its own group.
+    p_covid = np.array([0.30, 0.20, 0.25, 0.10, 0.90, 0.60])
+    is_covid = np.array([1, 1, 1, 1, 0, 1], bool)
+    groups = ["paper", "paper", "paper", "p2", "nih", "p3"]
+    counts = covid_group_counts(p_covid, is_covid, groups, threshold=0.15)
+    # "p2" has its one image below 0.15; "paper" and "p3" have every image at or above it.
+    assert counts == {"n_covid_validation_groups": 3, "covid_groups_found": 2, "covid_largest_group": 3}
+    # The shipped model's case: 14 of 14 found, but from 7 groups, 8 from one paper.
+    card = {"n_covid_validation": 14, "target_sensitivity": 0.95, "n_covid_validation_groups": 7,
+            "covid_groups_found": 7, "covid_largest_group": 8}
+    evidence = threshold_evidence(card)
+    assert evidence["sensitivity_ci"] == (0.7684, 1.0) and evidence["group_sensitivity_ci"] == (0.5904, 1.0)
+    note = grouped_evidence_note(evidence)
+    assert "only 7 patients or publications (8 from one)" in note and "as low as 59%" in note
+    # One image per group says nothing new; older cards have no groups.
+    assert grouped_evidence_note(threshold_evidence({**card, "n_covid_validation_groups": 14})) == ""
+    assert grouped_evidence_note(threshold_evidence({"n_covid_validation": 14})) == ""
+
+
+def test_binary_metrics_count_covid_sensitivity_per_group():
+    # Classes COVID19, NORMAL; four COVID-19 images from two papers, one missed; two normals.
+    probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.7, 0.3], [0.2, 0.8], [0.1, 0.9]])
+    labels = np.array([0, 0, 0, 0, 1, 1])
+    groups = ["a", "a", "b", "b", "n1", "n2"]
+    b = binary_covid_metrics(probs, labels, ["COVID19", "NORMAL"], threshold=0.5, groups=groups)
+    assert b["sensitivity"] == 0.75  # 3 of 4 images
+    assert (b["covid_groups"], b["covid_groups_found"], b["covid_largest_group"]) == (2, 1, 2)  # "b" lost one
+    assert b["sensitivity_group_ci"][0] < b["sensitivity_ci"][0]  # fewer units, a wider interval
+    assert "covid_groups" not in binary_covid_metrics(probs, labels, ["COVID19", "NORMAL"], threshold=0.5)

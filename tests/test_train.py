@@ -30,6 +30,10 @@ def test_training_on_mini_set_lowers_the_loss_and_saves_a_complete_model(mini_da
     assert len(card.training["data"]["fingerprint"]) == 64
     assert card.training["data"]["n_train"] + card.training["data"]["n_validation"] == 24
     assert set(card.metrics["validation"]) >= {"accuracy", "macro_auroc", "confusion", "ece", "normal_below_threshold"}
+    # The threshold's evidence is counted per patient/publication too (the mini manifest has group ids).
+    calibration = card.metrics["calibration"]
+    assert 1 <= calibration["covid_groups_found"] <= calibration["n_covid_validation_groups"]
+    assert calibration["covid_largest_group"] <= calibration["n_covid_validation"]
     # Epochs were chosen on clean and figure-like validation together, and the card shows both.
     history = card.training["history"]
     assert card.training["selected_by"] == "val_select_loss"

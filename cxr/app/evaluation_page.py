@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import plotly.express as px
 import streamlit as st
@@ -10,16 +12,19 @@ from cxr import selection
 from cxr.acquisition import describe as describe_acquisition
 from cxr.app.charts import confusion_heatmap, reliability_diagram, roc_curves
 from cxr.app.resources import active_model_path, load_explainer, load_predictor
-from cxr.calibration import threshold_evidence
+from cxr.calibration import grouped_evidence_note, threshold_evidence
 from cxr.config import get_paths
 from cxr.data import load_imageset
 from cxr.datasets import list_datasets
+from cxr.decode import decode_image
 from cxr.eda import aspect_separability, image_statistics
 from cxr.errors import CxrError
+from cxr.metrics import COVID as COVID_CLASS
 from cxr.metrics import reliability_bins, roc_points
 from cxr.ood import describe as describe_gate
 from cxr.probe import figure_probe, heat_location, lung_masks, may_learn
 from cxr.report import metrics_by_normal_source
+from cxr.threshold_report import threshold_report
 
 
 @st.cache_data(show_spinner="Evaluating the model on the test split...", max_entries=4)
@@ -65,7 +70,13 @@ def _counted(binary: dict, rate: str, count: str) -> str:
         return ""
     n = binary[count]
     lo, hi = binary[f"{rate}_ci"]
-    return f" ({round(binary[rate] * n)}/{n}; 95% CI {lo * 100:.0f}-{hi:.0%})"
+    grouped = ""
+    groups = binary.get("covid_groups") if rate == "sensitivity" else None
+    if groups and groups < n:  # serial films of one patient are not independent evidence
+        g_lo, g_hi = binary["sensitivity_group_ci"]
+        grouped = (f"; {binary['covid_groups_found']}/{groups} counting each patient or publication once, "
+                   f"95% CI {g_lo * 100:.0f}-{g_hi:.0%}")
+    return f" ({round(binary[rate] * n)}/{n}; 95% CI {lo * 100:.0f}-{hi:.0%}{grouped})"
 
 
 def validation_sensitivity_note(calibration: dict) -> str:
@@ -74,8 +85,9 @@ def validation_sensitivity_note(calibration: dict) -> str:
     if evidence is None:
         return ""
     found, n, (lo, _) = evidence["found"], evidence["n"], evidence["sensitivity_ci"]
-    return (f" It rests on {n} validation COVID-19 images: with {found} of {n} at or above it, the true "
+    note = (f" It rests on {n} validation COVID-19 images: with {found} of {n} at or above it, the true "
             f"sensitivity could be as low as {lo:.0%} (exact 95% confidence interval).")
+    return note + grouped_evidence_note(evidence)
 
 
 def show_probe(result: dict) -> None:
@@ -106,6 +118,31 @@ def show_probe(result: dict) -> None:
     rows = [{"class": name, "variant": variant, **figures} for name, per in probe["classes"].items()
             for variant, figures in per.items() if isinstance(figures, dict)]
     st.dataframe(pd.DataFrame(rows), hide_index=True)
+
+
+@st.cache_data(show_spinner="Scoring the validation COVID-19 images...", max_entries=4)
+def threshold_images(model_path: str, data: str) -> dict:
+    return threshold_report(load_predictor(model_path), Path(data))
+
+
+def show_threshold_images(report: dict) -> None:
+    """The validation COVID-19 images behind the threshold, lowest first, and each group left out."""
+    images = report["images"]
+    st.caption(f"The {len(images)} validation COVID-19 images from {report['groups']} patients or publications, "
+               f"lowest P(COVID-19) first. With fewer than 20, every one must clear a threshold for "
+               f"{report['target_sensitivity']:.0%} sensitivity, so the lowest sets it "
+               f"({report['refitted_threshold']:.3f}). That may be a film that shows little: it still counts, "
+               "as the label is the patient's diagnosis, not the film's finding.")
+    cols = st.columns(4)
+    for col, image in zip(cols, images[:4], strict=False):
+        # Decoded, not the file's bytes: a dataset may hold DICOM, which a browser cannot show.
+        col.image(decode_image(image["path"]), caption=f"P(COVID-19) {image['p_covid']:.3f}: {image['file']} "
+                  f"({image['group']})", width="stretch")
+    st.dataframe(pd.DataFrame([{k: v for k, v in i.items() if k != "path"} for i in images]), hide_index=True)
+    left_out = pd.DataFrame([{"group left out": name, **figures}
+                             for name, figures in report["threshold_without_group"].items()])
+    st.markdown("**The threshold refitted with each group left out** (one that jumps rests on that group)")
+    st.dataframe(left_out, hide_index=True)
 
 
 @st.cache_data(show_spinner="Reading image statistics...", max_entries=4)
@@ -178,6 +215,13 @@ with tab_shortcuts:
                     f"COVID-19 threshold {card.covid_threshold:.3f} for "
                     f"{calibration.get('target_sensitivity', 0.95):.0%} validation sensitivity."
                     + validation_sensitivity_note(calibration))
+        if COVID_CLASS in card.classes and st.button("Show the validation images behind the threshold",
+                                                      key="threshold-images"):
+            try:
+                show_threshold_images(threshold_images(path, str(data)))
+            except CxrError as exc:
+                st.error(f"{exc} (the threshold was fitted on the data the model was trained on; choose that "
+                         "dataset above)")
     gate = describe_gate(card)
     if gate:
         st.markdown(f"**Out-of-distribution gate:** {gate}")

@@ -11,7 +11,7 @@ import streamlit as st
 
 from cxr.app.charts import probability_bars
 from cxr.app.resources import active_model_path, load_explainer, load_model_templates, load_predictor
-from cxr.calibration import threshold_evidence
+from cxr.calibration import grouped_evidence_note, threshold_evidence
 from cxr.errors import CxrError
 from cxr.pipeline import analyze, boxed_png, explain, overlay_png
 from cxr.preprocess import LUNG_POLICIES
@@ -46,7 +46,7 @@ with st.sidebar:
     evidence = threshold_evidence(card.metrics.get("calibration") or {})
     uncertainty = (f", set for {evidence['target_sensitivity']:.0%} sensitivity on {evidence['n']} validation "
                    f"COVID-19 images: the true sensitivity could be as low as {evidence['sensitivity_ci'][0]:.0%}."
-                   if evidence else ".")
+                   + grouped_evidence_note(evidence) if evidence else ".")
     threshold = st.slider("COVID-19 threshold", 0.0, 1.0, float(card.covid_threshold), 0.01,
                           key=f"threshold-{card.name}",
                           help="P(COVID19) at or above this is reported as COVID-19 positive. "

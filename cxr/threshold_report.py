@@ -1,0 +1,58 @@
+"""Which validation COVID-19 images set a model's COVID-19 threshold, and how far one group moves it.
+
+The threshold is fitted on the validation split the model's card records, for a target sensitivity:
+with fewer than 20 COVID-19 images every one must clear it, so the lowest one sets it. Images of one
+patient, or one paper's figures, are not independent, so the report counts groups (the manifest's
+`group_id`) and refits the threshold with each group left out: a threshold that jumps when one
+group goes rests on that group alone. Validation images only; the test split is never read.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from cxr.calibration import threshold_for_sensitivity
+from cxr.decode import decode_image
+from cxr.errors import ModelError
+from cxr.metrics import COVID, groups_found
+
+
+def threshold_report(predictor, data_path: Path | None = None) -> dict:
+    """The validation COVID-19 images behind `predictor`'s threshold, lowest P(COVID19) first.
+
+    `data_path` stands in for the training data the card records (its fingerprint must match).
+    {"model", "card_threshold", "refitted_threshold", "target_sensitivity", "n_covid_validation",
+     "groups", "groups_found", "largest_group", "images": [{"file", "path", "group", "p_covid"}],
+     "threshold_without_group": {group: {"images", "threshold"}}, highest threshold first}.
+    """
+    from cxr.train import recorded_split
+
+    card = predictor.card
+    if COVID not in card.classes:
+        raise ModelError(f"{card.name} has no {COVID} class, so no COVID-19 threshold.")
+    val = recorded_split(card, data_path)[1]
+    covid = card.classes.index(COVID)
+    keep = [i for i, label in enumerate(val.labels) if label == covid]
+    paths = [val.paths[i] for i in keep]
+    groups = np.array([val.groups[i] if val.groups else f"file:{val.paths[i].name}" for i in keep], dtype=object)
+    p_covid = (predictor.predict_proba([decode_image(p) for p in paths])[:, covid] if paths
+               else np.zeros(0))
+    target = (card.metrics.get("calibration") or {}).get("target_sensitivity", 0.95)
+    all_positive = np.ones(len(paths), bool)
+    threshold = threshold_for_sensitivity(p_covid, all_positive, target)
+    left_out = {}
+    for name in sorted(set(groups)):
+        rest = groups != name
+        left_out[str(name)] = {"images": int((~rest).sum()),
+                               "threshold": threshold_for_sensitivity(p_covid[rest], all_positive[rest], target)}
+    order = np.argsort(p_covid, kind="stable")
+    return {
+        "model": card.name, "card_threshold": card.covid_threshold, "refitted_threshold": threshold,
+        "target_sensitivity": target, "n_covid_validation": len(paths),
+        **groups_found(p_covid >= threshold, groups),
+        "images": [{"file": paths[i].name, "path": str(paths[i]), "group": str(groups[i]),
+                    "p_covid": round(float(p_covid[i]), 4)} for i in order],
+        "threshold_without_group": dict(sorted(left_out.items(), key=lambda kv: -kv[1]["threshold"])),
+    }
