@@ -76,6 +76,17 @@ def threshold_evidence(calibration: dict) -> dict | None:
     return out
 
 
+def describe_evidence(calibration: dict) -> str:
+    """How little the validation sensitivity behind a card's threshold pins down, in words (older cards: '')."""
+    evidence = threshold_evidence(calibration)
+    if evidence is None:
+        return ""
+    found, n, (lo, _) = evidence["found"], evidence["n"], evidence["sensitivity_ci"]
+    note = (f" It rests on {n} validation COVID-19 images: with {found} of {n} at or above it, the true "
+            f"sensitivity could be as low as {lo:.0%} (exact 95% confidence interval).")
+    return note + grouped_evidence_note(evidence)
+
+
 def grouped_evidence_note(evidence: dict) -> str:
     """The threshold's evidence counted once per patient or publication ('' when every image is its own)."""
     groups = evidence.get("groups")

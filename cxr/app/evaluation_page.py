@@ -12,7 +12,7 @@ from cxr import selection
 from cxr.acquisition import describe as describe_acquisition
 from cxr.app.charts import confusion_heatmap, reliability_diagram, roc_curves
 from cxr.app.resources import active_model_path, load_explainer, load_predictor
-from cxr.calibration import grouped_evidence_note, threshold_evidence
+from cxr.calibration import describe_evidence
 from cxr.config import get_paths
 from cxr.data import load_imageset
 from cxr.datasets import list_datasets
@@ -77,17 +77,6 @@ def _counted(binary: dict, rate: str, count: str) -> str:
         grouped = (f"; {binary['covid_groups_found']}/{groups} counting each patient or publication once, "
                    f"95% CI {g_lo * 100:.0f}-{g_hi:.0%}")
     return f" ({round(binary[rate] * n)}/{n}; 95% CI {lo * 100:.0f}-{hi:.0%}{grouped})"
-
-
-def validation_sensitivity_note(calibration: dict) -> str:
-    """How little the validation sensitivity behind the threshold pins down (older cards: '')."""
-    evidence = threshold_evidence(calibration)
-    if evidence is None:
-        return ""
-    found, n, (lo, _) = evidence["found"], evidence["n"], evidence["sensitivity_ci"]
-    note = (f" It rests on {n} validation COVID-19 images: with {found} of {n} at or above it, the true "
-            f"sensitivity could be as low as {lo:.0%} (exact 95% confidence interval).")
-    return note + grouped_evidence_note(evidence)
 
 
 def show_probe(result: dict) -> None:
@@ -214,7 +203,7 @@ with tab_shortcuts:
                     f"ECE {calibration['ece_before']:.3f} before and {calibration['ece_after']:.3f} after; "
                     f"COVID-19 threshold {card.covid_threshold:.3f} for "
                     f"{calibration.get('target_sensitivity', 0.95):.0%} validation sensitivity."
-                    + validation_sensitivity_note(calibration))
+                    + describe_evidence(calibration))
         if COVID_CLASS in card.classes and st.button("Show the validation images behind the threshold",
                                                       key="threshold-images"):
             try:
