@@ -228,6 +228,9 @@ def test_retrain_page_trains_evaluates_and_activates(app_env):
     shown = texts(at)
     assert f"Saved as **{job.result.name}**" in "\n".join(s.value for s in at.success)
     assert "new model vs the active one" in shown
+    assert f"COVID-19 threshold {job.result.card.covid_threshold:.3f}, set for 95% validation sensitivity." in shown
+    compared = next(d.value for d in at.dataframe if "COVID-19 threshold" in d.value.columns)
+    assert compared.loc["new", "COVID-19 threshold"] == job.result.card.covid_threshold
     assert "of normals below the COVID-19 threshold (clean" in shown  # figure-like validation
     assert set(job.evaluation) == {"new", "active"} and job.evaluation["new"]["n"] == 12
     assert job.result.card.resize_policy == "lung-fields"
