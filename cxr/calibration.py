@@ -76,6 +76,14 @@ def threshold_evidence(calibration: dict) -> dict | None:
     return out
 
 
+def describe_threshold(threshold: float, calibration: dict) -> str:
+    """A card's COVID-19 threshold, what it was set for and what that rests on, in words ('' without a target)."""
+    if "target_sensitivity" not in calibration:
+        return ""
+    return (f"COVID-19 threshold {threshold:.3f}, set for {calibration['target_sensitivity']:.0%} validation "
+            "sensitivity." + describe_evidence(calibration))
+
+
 def describe_evidence(calibration: dict) -> str:
     """How little the validation sensitivity behind a card's threshold pins down, in words (older cards: '')."""
     evidence = threshold_evidence(calibration)

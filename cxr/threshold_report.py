@@ -36,9 +36,8 @@ def threshold_report(predictor, data_path: Path | None = None) -> dict:
     covid = card.classes.index(COVID)
     keep = [i for i, label in enumerate(val.labels) if label == covid]
     paths = [val.paths[i] for i in keep]
-    groups = np.array([val.groups[i] if val.groups else f"file:{val.paths[i].name}" for i in keep], dtype=object)
-    p_covid = (predictor.predict_proba([decode_image(p) for p in paths])[:, covid] if paths
-               else np.zeros(0))
+    groups = np.array([val.groups[i] for i in keep], dtype=object)  # load_imageset gives every image one
+    p_covid = predictor.predict_proba([decode_image(p) for p in paths])[:, covid]
     target = (card.metrics.get("calibration") or {}).get("target_sensitivity", 0.95)
     all_positive = np.ones(len(paths), bool)
     threshold = threshold_for_sensitivity(p_covid, all_positive, target)

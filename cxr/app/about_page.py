@@ -8,7 +8,7 @@ import streamlit as st
 
 from cxr import __version__
 from cxr.app.resources import active_model_path, load_predictor
-from cxr.calibration import describe_evidence
+from cxr.calibration import describe_threshold
 from cxr.probe import may_learn
 
 st.title("About this model")
@@ -57,10 +57,9 @@ if path is not None:
     cols[1].metric("Input", f"{card.image_size} px")
     cols[2].metric("Validation accuracy", f"{val['accuracy']:.3f}" if val else "n/a")
     cols[3].metric("COVID-19 threshold", f"{card.covid_threshold:.2f}")
-    calibration = card.metrics.get("calibration") or {}
-    if "target_sensitivity" in calibration:
-        st.markdown(f"**Threshold evidence.** The COVID-19 threshold {card.covid_threshold:.3f} was set for "
-                    f"{calibration['target_sensitivity']:.0%} validation sensitivity." + describe_evidence(calibration))
+    threshold = describe_threshold(card.covid_threshold, card.metrics.get("calibration") or {})
+    if threshold:
+        st.markdown(f"**Threshold evidence.** {threshold}")
     st.markdown(f"Trained {card.created[:10]} with `{card.training.get('command', '?')}`; "
                 f"data fingerprint `{card.training.get('data', {}).get('fingerprint', '?')[:16]}...`")
     if members:

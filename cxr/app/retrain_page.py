@@ -10,7 +10,7 @@ import streamlit as st
 from cxr import selection
 from cxr.app.charts import training_curves
 from cxr.app.resources import clear_model_caches, job_runner, model_store
-from cxr.calibration import describe_evidence
+from cxr.calibration import describe_threshold
 from cxr.config import get_paths
 from cxr.data import load_imageset
 from cxr.datasets import list_datasets
@@ -97,6 +97,15 @@ else:
 
 
 @st.fragment(run_every=2.0)
+def comparison_row(metrics: dict) -> dict:
+    """One model's line in the new-vs-active table: each model at its own operating point."""
+    binary = metrics.get("binary") or {}
+    return {"model": metrics.get("model"), "accuracy": metrics.get("accuracy"),
+            "macro AUROC": metrics.get("macro_auroc"), "COVID-vs-normal AUROC": binary.get("auroc"),
+            "COVID-19 threshold": binary.get("threshold"), "sensitivity": binary.get("sensitivity"),
+            "specificity": binary.get("specificity"), "ECE": metrics.get("ece")}
+
+
 def show_job() -> None:
     job = runner.job
     if job is None:
@@ -125,18 +134,11 @@ def show_job() -> None:
     chosen = selection.describe(job.result.card)
     if chosen:
         st.markdown(chosen)
-    calibration = job.result.card.metrics.get("calibration") or {}
-    if "target_sensitivity" in calibration:
-        st.markdown(f"COVID-19 threshold {job.result.card.covid_threshold:.3f}, set for "
-                    f"{calibration['target_sensitivity']:.0%} validation sensitivity." + describe_evidence(calibration))
+    threshold = describe_threshold(job.result.card.covid_threshold, job.result.card.metrics.get("calibration") or {})
+    if threshold:
+        st.markdown(threshold)
     if job.evaluation:
-        table = {role: {"model": m.get("model"), "accuracy": m.get("accuracy"), "macro AUROC": m.get("macro_auroc"),
-                        "COVID-vs-normal AUROC": (m.get("binary") or {}).get("auroc"),
-                        # Each model at its own operating point: what a user of it would get.
-                        "COVID-19 threshold": (m.get("binary") or {}).get("threshold"),
-                        "sensitivity": (m.get("binary") or {}).get("sensitivity"),
-                        "specificity": (m.get("binary") or {}).get("specificity"), "ECE": m.get("ece")}
-                 for role, m in job.evaluation.items() if "error" not in m}
+        table = {role: comparison_row(m) for role, m in job.evaluation.items() if "error" not in m}
         st.markdown("**Test split (same sources as training):** new model vs the active one")
         st.dataframe(pd.DataFrame(table).T)
     if st.button(f"Activate {job.result.name}", type="primary", key="activate-new"):
