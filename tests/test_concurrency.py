@@ -1,5 +1,7 @@
 """Several browser sessions predicting while another session retrains, against a real server."""
 
+import re
+
 import pytest
 from playwright.sync_api import expect
 
@@ -69,6 +71,9 @@ def test_five_sessions_predict_correctly_while_a_sixth_retrains(server, browser,
 
     for page in pages:  # the predicting sessions are done; free their share of the two cores
         page.context.close()
+    # Nobody touched the trainer's page since the start: an epoch count there proves the job panel
+    # redraws itself (a lost auto-refresh would otherwise show up only as a timeout at the very end).
+    trainer.get_by_text(re.compile(r"epoch [1-9][0-9]* of 200")).wait_for(timeout=120_000)
     trainer.get_by_role("button", name="Cancel training").click()
     # The page confirms the click at once; ending the epoch, saving and evaluating take longer.
     trainer.get_by_text("Training on cxr-data-mini: cancelling").wait_for(timeout=60_000)

@@ -96,7 +96,6 @@ else:
             st.error(str(exc))
 
 
-@st.fragment(run_every=2.0)
 def comparison_row(metrics: dict) -> dict:
     """One model's line in the new-vs-active table: each model at its own operating point."""
     binary = metrics.get("binary") or {}
@@ -106,6 +105,7 @@ def comparison_row(metrics: dict) -> dict:
             "specificity": binary.get("specificity"), "ECE": metrics.get("ece")}
 
 
+@st.fragment(run_every=2.0)
 def show_job() -> None:
     job = runner.job
     if job is None:
