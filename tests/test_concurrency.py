@@ -79,7 +79,12 @@ def test_five_sessions_predict_correctly_while_a_sixth_retrains(server, browser,
     trainer.get_by_text("Training on cxr-data-mini: cancelling").wait_for(timeout=60_000)
     # The page redraws element by element, so the button may turn disabled a moment after the heading.
     expect(trainer.get_by_role("button", name="Cancel training")).to_be_disabled(timeout=60_000)
-    trainer.get_by_text("stopped early by you").wait_for(timeout=480_000)
+    saved = trainer.get_by_text("stopped early by you")
+    saved.wait_for(timeout=480_000)
+    # The end redraws the whole page, not only the job panel: the list of saved models offers the
+    # new model at once, without a click.
+    name = re.search(r"Saved as (\S+)", saved.inner_text()).group(1)
+    expect(trainer.locator(f".st-key-act-{name}")).to_be_visible(timeout=30_000)
     assert trainer.locator("[data-testid=stException]").count() == 0
     print(f"concurrency: {SESSIONS} sessions, {requests} predictions ({during_training} while training), "
           f"{errors} errors")

@@ -105,11 +105,14 @@ def comparison_row(metrics: dict) -> dict:
             "specificity": binary.get("specificity"), "ECE": metrics.get("ece")}
 
 
-@st.fragment(run_every=2.0)
-def show_job() -> None:
+def show_job(live: bool) -> None:
+    """The current job's progress and result; `live` = redrawn every 2 s while it runs."""
     job = runner.job
     if job is None:
         return
+    if live and job.finished:
+        # Redraw the whole page once, so this panel stops polling a job that has ended.
+        st.rerun(scope="app")
     st.subheader(f"Training on {job.config.data.name}: {'cancelling' if job.cancelling else job.status}")
     stages = {"finishing": "calibrating, fitting the out-of-distribution gate and the templates",
               "evaluating": f"evaluating the new and the active model on {job.config.data.name}/test"}
@@ -151,7 +154,10 @@ def show_job() -> None:
         st.rerun(scope="app")
 
 
-show_job()
+# Poll only while a job runs: a finished or absent job needs no redraws, and on two cores
+# every 2-second rerun of every open Retrain page costs the predicting sessions time.
+training = runner.job is not None and not runner.job.finished
+st.fragment(show_job, run_every=2.0 if training else None)(live=training)
 
 st.subheader("Saved models")
 active, shipped, members = store.active_or_none(), store.default_name(), store.shipped_members()
