@@ -137,10 +137,14 @@ def test_evaluation_page_shows_metrics_and_eda(app_env):
     assert len(at.get("plotly_chart")) >= 5  # confusion, ROC, calibration, balance, scatter, aspect
 
 
-def test_evaluation_page_runs_the_shortcut_probe(app_env):
+def test_evaluation_page_runs_the_shortcut_probe(app_env, tiny_model):
     at = run_page("evaluation_page.py", timeout=300)
     at.tabs[1]  # "Shortcuts and calibration"
     assert "What this model may be learning" in texts(at) and "Calibration" in texts(at)
+    from cxr.predict import Predictor
+
+    card = Predictor.from_path(tiny_model).card
+    assert f"COVID-19 threshold {card.covid_threshold:.3f}, set for 95% validation sensitivity." in texts(at)
     assert "the true sensitivity could be as low as" in texts(at)
     assert "chosen on clean and figure-like validation loss together" in texts(at)
     assert "Out-of-distribution gate:" in texts(at) and "as journal figures" in texts(at)

@@ -12,7 +12,7 @@ from cxr import selection
 from cxr.acquisition import describe as describe_acquisition
 from cxr.app.charts import confusion_heatmap, reliability_diagram, roc_curves
 from cxr.app.resources import active_model_path, load_explainer, load_predictor
-from cxr.calibration import describe_evidence
+from cxr.calibration import describe_threshold
 from cxr.config import get_paths
 from cxr.data import load_imageset
 from cxr.datasets import list_datasets
@@ -199,11 +199,10 @@ with tab_shortcuts:
     st.markdown(may_learn(card))
     calibration = card.metrics.get("calibration")
     if calibration:
+        # describe_threshold is '' for a model without a COVID-19 class, which has no such threshold.
         st.markdown(f"**Calibration** (fitted on validation): temperature {calibration['temperature']:.3f}, "
-                    f"ECE {calibration['ece_before']:.3f} before and {calibration['ece_after']:.3f} after; "
-                    f"COVID-19 threshold {card.covid_threshold:.3f} for "
-                    f"{calibration.get('target_sensitivity', 0.95):.0%} validation sensitivity."
-                    + describe_evidence(calibration))
+                    f"ECE {calibration['ece_before']:.3f} before and {calibration['ece_after']:.3f} after. "
+                    + describe_threshold(card.covid_threshold, calibration))
         if COVID_CLASS in card.classes and st.button("Show the validation images behind the threshold",
                                                       key="threshold-images"):
             try:
