@@ -2,7 +2,8 @@
 
 Accepts PNG (8/16-bit; L, LA, RGB, RGBA, P, I;16), JPEG (RGB, CMYK, progressive; EXIF
 orientation applied) and DICOM (pydicom: rescale slope/intercept, VOI LUT or window,
-MONOCHROME1 inverted). Anything else raises InvalidImageError with a message a clinician can act
+MONOCHROME1 inverted; uncompressed, RLE, JPEG Baseline, JPEG Lossless, JPEG-LS and JPEG 2000, the
+last four through python-gdcm). Anything else raises InvalidImageError with a message a clinician can act
 on. Pixel counts are checked from the header *before* pixels are decoded, so a decompression
 bomb costs neither memory nor time.
 """
@@ -170,16 +171,25 @@ def _read_dicom_pixels(data: bytes) -> np.ndarray:
     except InvalidImageError:
         raise
     except Exception as exc:  # noqa: BLE001 - pydicom's pixel handlers raise many types
-        raise InvalidImageError(
-            f"The DICOM pixel data cannot be decoded ({_short(exc)}); it may be damaged or use a "
-            "compression this installation does not support."
-        ) from None
+        raise InvalidImageError(_undecodable_message(ds, exc)) from None
     if values.ndim != 2:
         raise InvalidImageError("The DICOM image is not a single 2-D picture.")
     img = stretch_to_uint8(values)
     if photometric == "MONOCHROME1":
         img = 255 - img  # MONOCHROME1 shows low values as white
     return img
+
+
+def _undecodable_message(ds, exc: BaseException) -> str:
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is not None and syntax.is_compressed:
+        # pydicom's own text lists its plugins; name the compression and the way out instead.
+        return (
+            f"The DICOM image's compression ({syntax.name}) could not be decoded: the file may be damaged, "
+            "or it uses a variant this app does not read (12-bit JPEG Extended is one). Export it "
+            "uncompressed, or as JPEG Lossless or JPEG 2000, and try again."
+        )
+    return f"The DICOM pixel data cannot be decoded ({_short(exc)}); the file may be damaged."
 
 
 def _short(exc: BaseException) -> str:

@@ -57,8 +57,8 @@ def jpeg_bytes(img: np.ndarray, mode: str = "L", progressive: bool = False, orie
 
 def dicom_bytes(pixels: np.ndarray, photometric: str = "MONOCHROME2", bits: int = 16, slope: float = 1.0,
                 intercept: float = 0.0, window: tuple[float, float] | None = None, pixel_data: bool = True,
-                patient_name: str = "Doe^Jane") -> bytes:
-    """A minimal valid DX DICOM file written with pydicom."""
+                patient_name: str = "Doe^Jane", stored: int | None = None) -> bytes:
+    """A minimal valid DX DICOM file written with pydicom (`stored` bits of `bits` allocated)."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -77,8 +77,8 @@ def dicom_bytes(pixels: np.ndarray, photometric: str = "MONOCHROME2", bits: int 
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = photometric
     ds.BitsAllocated = bits
-    ds.BitsStored = bits
-    ds.HighBit = bits - 1
+    ds.BitsStored = stored or bits
+    ds.HighBit = ds.BitsStored - 1
     ds.PixelRepresentation = 0
     if slope != 1.0 or intercept != 0.0:
         ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
@@ -90,6 +90,31 @@ def dicom_bytes(pixels: np.ndarray, photometric: str = "MONOCHROME2", bits: int 
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)
     return buf.getvalue()
+
+
+def compressed_dicom(data: bytes, syntax: str) -> bytes:
+    """`data` (a DICOM file) re-encoded by GDCM, a real codec, to `syntax`: a gdcm.TransferSyntax name
+    such as "JPEGLosslessProcess14_1" (JPEG Lossless SV1, the usual PACS export of a radiograph)."""
+    import tempfile
+
+    import gdcm
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / "in.dcm", Path(tmp) / "out.dcm"
+        src.write_bytes(data)
+        reader = gdcm.ImageReader()
+        reader.SetFileName(str(src))
+        assert reader.Read()
+        change = gdcm.ImageChangeTransferSyntax()
+        change.SetTransferSyntax(gdcm.TransferSyntax(getattr(gdcm.TransferSyntax, syntax)))
+        change.SetInput(reader.GetImage())
+        assert change.Change(), syntax
+        writer = gdcm.ImageWriter()
+        writer.SetFileName(str(dst))
+        writer.SetFile(reader.GetFile())
+        writer.SetImage(change.GetOutput())
+        assert writer.Write()
+        return dst.read_bytes()
 
 
 def png_header_only(width: int, height: int) -> bytes:

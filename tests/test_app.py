@@ -107,6 +107,25 @@ def test_predict_page_reports_a_bad_file_and_still_classifies_the_others(app_env
     assert any(b.label == "Download all results (CSV)" for b in at.get("download_button"))
 
 
+def test_predict_page_reads_a_pacs_export_like_the_uncompressed_file(app_env):
+    # A radiograph as PACS sends it: 12 bits, MONOCHROME1, JPEG Lossless, no file extension.
+    from PIL import Image
+
+    xray = sorted((app_env["mini"] / "test" / "COVID19").glob("*"))[0]
+    raw = 4095 - np.asarray(Image.open(xray).convert("L"), dtype=np.uint16) * 16
+    plain = factory.dicom_bytes(raw, photometric="MONOCHROME1", stored=12)
+    packed = factory.compressed_dicom(plain, "JPEGLosslessProcess14_1")
+    at = run_page()
+    at.file_uploader(key="uploads").set_value([("plain.dcm", plain, "application/dicom"),
+                                               ("IM0002", packed, "application/octet-stream")])
+    at.run()
+    assert not at.exception and not at.error
+    results = [line for line in texts(at).splitlines() if line.startswith("### Predicted: ")]
+    assert len(results) == 2 and results[0] == results[1]
+    charts = [c for c in at.get("plotly_chart")]
+    assert len(charts) >= 2 and charts[0].proto.spec == charts[1].proto.spec  # the same probabilities
+
+
 def test_predict_page_switching_method_and_class_keeps_working(app_env):
     at = run_page()
     image = sorted((app_env["mini"] / "train" / "COVID19").glob("*.jpg"))[0]

@@ -1,3 +1,5 @@
+import io
+
 import numpy as np
 import pytest
 
@@ -63,6 +65,50 @@ def test_decode_dicom_applies_rescale_and_window():
     body = IMG == 180
     assert windowed[body].mean() == 255  # above the window: white
     assert full[body].mean() < 250
+
+
+def cr_dicom(mini_data, photometric="MONOCHROME1") -> tuple[bytes, np.ndarray]:
+    """A real X-ray from the data set as a CR-style DICOM: 12 bits stored in 16, MONOCHROME1."""
+    from PIL import Image
+
+    path = sorted((mini_data / "test" / "COVID19").glob("*"))[0]
+    gray = np.asarray(Image.open(path).convert("L"), dtype=np.uint16) * 16
+    raw = 4095 - gray if photometric == "MONOCHROME1" else gray
+    return factory.dicom_bytes(raw, photometric=photometric, stored=12), gray
+
+
+# What PACS exports of radiographs use; GDCM (a real codec) writes them here, python-gdcm reads them.
+LOSSLESS = ["JPEGLosslessProcess14_1", "JPEGLosslessProcess14", "JPEGLSLossless", "JPEG2000Lossless",
+            "RLELossless"]
+
+
+@pytest.mark.parametrize("syntax", LOSSLESS)
+def test_decode_compressed_dicom_gives_the_uncompressed_pixels(mini_data, syntax):
+    import pydicom
+
+    plain, gray = cr_dicom(mini_data)
+    packed = factory.compressed_dicom(plain, syntax)
+    meta = pydicom.dcmread(io.BytesIO(packed), stop_before_pixels=True).file_meta
+    assert meta.TransferSyntaxUID.is_compressed and len(packed) < len(plain)
+    out = decode_image(packed)
+    assert np.array_equal(out, decode_image(plain))  # lossless: the very same image
+    assert np.array_equal(out, stretch_to_uint8(gray))  # and MONOCHROME1 still shown as a radiograph
+
+
+def test_decode_unreadable_dicom_compression_is_named_with_the_way_out(mini_data):
+    # 12-bit lossy JPEG: GDCM writes it, but pydicom's GDCM plugin does not read it back.
+    packed = factory.compressed_dicom(cr_dicom(mini_data)[0], "JPEGExtendedProcess2_4")
+    with pytest.raises(InvalidImageError, match=r"JPEG Extended.*Export it uncompressed") as info:
+        decode_image(packed)
+    assert "plugin" not in str(info.value)
+
+
+def test_decode_damaged_compressed_dicom_is_a_clear_error(mini_data):
+    packed = factory.compressed_dicom(cr_dicom(mini_data)[0], "JPEGLosslessProcess14_1")
+    start = packed.index(b"\xff\xd8")  # the JPEG stream inside the pixel data
+    damaged = packed[:start] + bytes(64) + packed[start + 64:]
+    with pytest.raises(InvalidImageError, match="JPEG Lossless.*could not be decoded"):
+        decode_image(damaged)
 
 
 def test_decode_dicom_without_preamble_recognised_by_extension(tmp_path):
