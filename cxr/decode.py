@@ -2,10 +2,12 @@
 
 Accepts PNG (8/16-bit; L, LA, RGB, RGBA, P, I;16), JPEG (RGB, CMYK, progressive; EXIF
 orientation applied) and DICOM (pydicom: rescale slope/intercept, VOI LUT or window,
-MONOCHROME1 inverted; uncompressed, RLE, JPEG Baseline, JPEG Lossless, JPEG-LS and JPEG 2000, the
-last four through python-gdcm). Anything else raises InvalidImageError with a message a clinician can act
-on. Pixel counts are checked from the header *before* pixels are decoded, so a decompression
-bomb costs neither memory nor time.
+MONOCHROME1 inverted; uncompressed, or RLE, JPEG Baseline, JPEG Lossless, JPEG-LS or JPEG 2000
+compressed, through python-gdcm). Compressed pixel data is decoded in a process of its own: the C++
+codecs can crash on a damaged file, and the app's server must not (`cxr.dicom_isolation`).
+Anything else raises InvalidImageError with a message a clinician can act on. Pixel counts are
+checked from the header *before* pixels are decoded, so a decompression bomb costs neither memory
+nor time.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from cxr import dicom_isolation
 from cxr.errors import InvalidImageError
 
 MIN_SIDE = 64  # px; smaller images cannot show lung detail at model resolution
@@ -159,9 +162,7 @@ def _read_dicom_pixels(data: bytes) -> np.ndarray:
     try:
         rows, cols = int(ds.Rows), int(ds.Columns)
         _check_pixels(cols, rows)
-        pixels = ds.pixel_array
-        if int(getattr(ds, "NumberOfFrames", 1) or 1) > 1:
-            pixels = pixels[0]  # a radiograph is one frame; take the first of a series
+        pixels = _first_frame(ds, data)
         photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")).upper()
         if photometric in ("RGB", "YBR_FULL", "YBR_FULL_422") or pixels.ndim == 3:
             rgb = pixels.astype(np.uint8) if pixels.dtype == np.uint8 else stretch_to_uint8(pixels)
@@ -178,6 +179,16 @@ def _read_dicom_pixels(data: bytes) -> np.ndarray:
     if photometric == "MONOCHROME1":
         img = 255 - img  # MONOCHROME1 shows low values as white
     return img
+
+
+def _first_frame(ds, data: bytes) -> np.ndarray:
+    """The stored values of the first frame; compressed ones are decoded in a separate process."""
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is not None and syntax.is_compressed:
+        return dicom_isolation.first_frame(data)
+    from pydicom.pixels import pixel_array
+
+    return pixel_array(ds, index=0)  # a radiograph is one frame; take the first of a series
 
 
 def _undecodable_message(ds, exc: BaseException) -> str:

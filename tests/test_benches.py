@@ -101,3 +101,12 @@ def test_threshold_bench_lists_the_validation_covid_images_and_each_group_left_o
     assert r["groups"] == len({i["group"] for i in r["images"]}) == len(r["threshold_without_group"])
     # Leaving out a group never lowers a threshold that every remaining image must clear.
     assert all(g["threshold"] >= r["refitted_threshold"] for g in r["threshold_without_group"].values())
+
+
+def test_dicom_decode_bench_times_every_compression_against_uncompressed(mini_data):
+    r = run_bench("dicom_decode.py", "--data", str(mini_data), "--side", "300", "--repeats", "2")
+    assert r["pixels"][1] == 300 and r["uncompressed"]["decode_ms_median"] > 0
+    for syntax in ("RLELossless", "JPEGLosslessProcess14_1", "JPEGLSLossless", "JPEG2000Lossless"):
+        figures = r[syntax]
+        assert 0 < figures["mb"] < r["uncompressed"]["mb"]
+        assert figures["decode_ms_median"] > 0 and figures["codec_in_process_ms_median"] > 0

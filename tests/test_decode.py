@@ -111,6 +111,58 @@ def test_decode_damaged_compressed_dicom_is_a_clear_error(mini_data):
         decode_image(damaged)
 
 
+def test_a_codec_crash_on_a_damaged_dicom_is_a_clear_error_not_a_dead_process(mini_data):
+    import subprocess
+    import sys
+
+    packed = factory.compressed_dicom(cr_dicom(mini_data)[0], "JPEGLosslessProcess14_1")
+    sof = packed.index(b"\xff\xc3")  # the lossless frame header: marker, 2 length bytes, sample precision
+    bad = packed[: sof + 4] + bytes([42]) + packed[sof + 5:]  # "42-bit samples"
+    # Decoded in-process, GDCM dies on this file (a segfault): why cxr decodes it in another process.
+    bare = "import io, sys, pydicom; pydicom.dcmread(io.BytesIO(sys.stdin.buffer.read())).pixel_array"
+    assert subprocess.run([sys.executable, "-c", bare], input=bad, capture_output=True).returncode < 0
+    with pytest.raises(InvalidImageError, match="could not be decoded: the file may be damaged"):
+        decode_image(bad)
+    assert np.array_equal(decode_image(packed), decode_image(cr_dicom(mini_data)[0]))  # a new worker
+
+
+def test_a_hung_dicom_decoder_is_stopped_and_the_next_file_gets_a_new_one(mini_data, monkeypatch):
+    from cxr import dicom_isolation
+
+    plain = cr_dicom(mini_data)[0]
+    packed = factory.compressed_dicom(plain, "JPEGLSLossless")
+    with monkeypatch.context() as patch:
+        patch.setattr(dicom_isolation, "TIMEOUT_S", 0.01)  # far less than starting Python takes
+        dicom_isolation._stop_at_exit()  # so this request has to start one
+        with pytest.raises(InvalidImageError, match="JPEG-LS.*could not be decoded"):
+            decode_image(packed)
+    assert np.array_equal(decode_image(packed), decode_image(plain))
+
+
+def test_one_dicom_worker_serves_file_after_file(mini_data):
+    from cxr import dicom_isolation
+
+    plain = cr_dicom(mini_data)[0]
+    packed = factory.compressed_dicom(plain, "JPEGLosslessProcess14_1")
+    decode_image(packed)
+    worker = dicom_isolation._worker
+    for _ in range(3):
+        assert np.array_equal(decode_image(packed), decode_image(plain))
+    assert dicom_isolation._worker is worker and worker.poll() is None
+
+
+def test_decode_multiframe_compressed_dicom_takes_the_first_frame():
+    # A real two-frame RLE file from pydicom's own test data (bundled, no download).
+    from PIL import Image
+    from pydicom.data import get_testdata_file
+    from pydicom.pixels import pixel_array
+
+    path = get_testdata_file("SC_rgb_rle_2frame.dcm")
+    frames = pixel_array(path)
+    assert frames.shape[0] == 2 and not np.array_equal(frames[0], frames[1])
+    assert np.array_equal(decode_image(path), np.asarray(Image.fromarray(frames[0]).convert("L")))
+
+
 def test_decode_dicom_without_preamble_recognised_by_extension(tmp_path):
     data = factory.dicom_bytes(IMG, bits=8)
     path = tmp_path / "scan.dcm"

@@ -48,3 +48,18 @@ def test_mutated_real_files_only_raise_invalid_image_error(kind, data):
         else:
             blob[pos:pos] = data.draw(st.binary(min_size=1, max_size=16))
     decode_or_reject(bytes(blob), "scan.dcm" if kind == "dicom" else "")
+
+
+# Compressed DICOM goes to GDCM's C++ codecs in a separate process: fewer, slower examples.
+PACKED = factory.compressed_dicom(factory.dicom_bytes(IMG.astype(np.uint16) * 16, stored=12),
+                                  "JPEGLosslessProcess14_1")
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_mutated_compressed_dicom_only_raises_invalid_image_error(data):
+    blob = bytearray(PACKED)
+    start = PACKED.index(b"\xff\xd8")  # the JPEG stream: what the codec parses
+    for _ in range(data.draw(st.integers(1, 12))):
+        blob[data.draw(st.integers(start, len(blob) - 1))] = data.draw(st.integers(0, 255))
+    decode_or_reject(bytes(blob[: data.draw(st.integers(start, len(blob)))]))
