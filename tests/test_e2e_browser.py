@@ -4,6 +4,8 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
+
 
 def upload_and_wait(page, path: Path, expect_results: int = 1, timeout_ms: int = 120_000) -> float:
     """Add `path` to the uploader; seconds until `expect_results` predictions with overlays show."""
@@ -44,3 +46,26 @@ def test_bad_upload_shows_an_error_not_a_traceback(server, browser, tmp_path):
     page.get_by_text("scan.png cannot be analysed").wait_for(timeout=60_000)
     assert page.get_by_text("Traceback").count() == 0
 
+
+def test_a_dicom_that_crashes_the_codec_leaves_the_server_serving(server, browser, app_env, tmp_path):
+    # A PACS-style export (12-bit MONOCHROME1, JPEG Lossless, no extension) of a real X-ray, and the
+    # same file with its frame header claiming 42-bit samples, on which GDCM segfaults.
+    from PIL import Image
+
+    from tests import factory
+
+    xray = sorted((app_env["mini"] / "test" / "COVID19").glob("*"))[0]
+    raw = 4095 - np.asarray(Image.open(xray).convert("L"), dtype=np.uint16) * 16
+    packed = factory.compressed_dicom(factory.dicom_bytes(raw, photometric="MONOCHROME1", stored=12),
+                                      "JPEGLosslessProcess14_1")
+    sof = packed.index(b"\xff\xc3") + 4
+    (tmp_path / "IM0001").write_bytes(packed[:sof] + bytes([42]) + packed[sof + 1:])
+    (tmp_path / "IM0002").write_bytes(packed)
+    page = browser.new_page()
+    page.goto(server)
+    page.get_by_text("Chest X-ray classification").wait_for(timeout=60_000)
+    page.locator("input[type=file]").first.set_input_files(str(tmp_path / "IM0001"))
+    page.get_by_text("IM0001 cannot be analysed").wait_for(timeout=60_000)
+    assert page.get_by_text("JPEG Lossless").count() >= 1
+    upload_and_wait(page, tmp_path / "IM0002")  # the same server, a new decoder process
+    assert page.get_by_text("Traceback").count() == 0
