@@ -104,3 +104,28 @@ def test_split_seed_holds_out_its_own_images_whatever_the_training_seed(mini_dat
     losses = {seed: nll(*predictor.infer_imageset(held_out[seed])[:2]) for seed in (0, 1)}
     assert losses[0] == pytest.approx(saved.card.metrics["calibration"]["nll_after"], abs=1e-3)
     assert losses[1] != pytest.approx(losses[0], abs=1e-3)
+
+
+def test_training_and_batch_prediction_read_a_folder_of_pacs_dicoms(mini_data, tmp_path):
+    # A data scientist's PACS export of the mini set: every image a 12-bit MONOCHROME1 JPEG Lossless
+    # DICOM, no manifest. tf.data decodes them from parallel threads through the one DICOM worker.
+    from PIL import Image
+
+    from cxr.data import load_imageset, lung_views
+    from tests import factory
+
+    data = tmp_path / "pacs"
+    for src in sorted(mini_data.glob("*/*/*.jpg")):
+        gray = np.asarray(Image.open(src).convert("L"), dtype=np.uint16) * 16
+        dst = data / src.parent.relative_to(mini_data) / f"{src.stem}.dcm"
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        plain = factory.dicom_bytes(4095 - gray, photometric="MONOCHROME1", stored=12)
+        dst.write_bytes(factory.compressed_dicom(plain, "JPEGLosslessProcess14_1"))
+    train_paths = load_imageset(data, "train").paths
+    assert len(train_paths) == 24 and all(view is not None for view in lung_views(train_paths).values())
+    saved = train(TrainConfig(data=data, epochs=1, image_size=64, batch_size=8, name="pacs"),
+                  ModelStore(tmp_path / "store"))
+    assert ModelCard.load(saved.path).training["data"]["n_train"] > 0
+    tests = sorted(data.glob("test/*/*.dcm"))
+    results = list(Predictor.from_path(saved.path).predict_stream(tests))
+    assert len(results) == len(tests) > 0 and not any("error" in r for r in results)
