@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from cxr import dicom_worker  # noqa: E402
 from cxr.config import get_paths  # noqa: E402
 from cxr.decode import decode_image  # noqa: E402
-from tests.factory import compressed_dicom, dicom_bytes  # noqa: E402  (GDCM as the encoder)
+from tests.factory import compressed_dicom, cr_film  # noqa: E402  (GDCM as the encoder)
 
 SYNTAXES = ["RLELossless", "JPEGLosslessProcess14_1", "JPEGLSLossless", "JPEG2000Lossless"]
 
@@ -52,8 +52,7 @@ def main() -> None:
     source = sorted((args.data / "test" / "COVID19").glob("*"))[0]
     img = Image.open(source).convert("L")
     width = round(img.width * args.side / img.height)
-    gray = np.asarray(img.resize((width, args.side), Image.BICUBIC), dtype=np.uint16) * 16
-    plain = dicom_bytes(4095 - gray, photometric="MONOCHROME1", stored=12)
+    plain = cr_film(np.asarray(img.resize((width, args.side), Image.BICUBIC)))
     reference = decode_image(plain)
     uncompressed_ms = median_ms(decode_image, plain, args.repeats)
     result = {"image": source.name, "pixels": [width, args.side], "repeats": args.repeats,

@@ -181,10 +181,15 @@ def _read_dicom_pixels(data: bytes) -> np.ndarray:
     return img
 
 
+def _compression(ds):
+    """The transfer syntax UID if the pixel data is compressed, else None."""
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    return syntax if syntax is not None and syntax.is_compressed else None
+
+
 def _first_frame(ds, data: bytes) -> np.ndarray:
     """The stored values of the first frame; compressed ones are decoded in a separate process."""
-    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-    if syntax is not None and syntax.is_compressed:
+    if _compression(ds):
         return dicom_isolation.first_frame(data)
     from pydicom.pixels import pixel_array
 
@@ -192,8 +197,8 @@ def _first_frame(ds, data: bytes) -> np.ndarray:
 
 
 def _undecodable_message(ds, exc: BaseException) -> str:
-    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-    if syntax is not None and syntax.is_compressed:
+    syntax = _compression(ds)
+    if syntax:
         # pydicom's own text lists its plugins; name the compression and the way out instead.
         return (
             f"The DICOM image's compression ({syntax.name}) could not be decoded: the file may be damaged, "

@@ -1,6 +1,6 @@
 """Decode compressed DICOM pixel data in a process of its own, which stays up between files.
 
-Run as a script by `cxr.decode` (`python dicom_worker.py`). Each request on stdin is an 8-byte
+Started as a script by `cxr.dicom_isolation` (`python dicom_worker.py`). Each request on stdin is an 8-byte
 big-endian length and a DICOM file's bytes; each reply on stdout is one status byte (OK or ERROR)
 and, for OK, an 8-byte length and the first frame's stored values as a .npy array. The codecs
 behind pydicom's plugins (GDCM's JPEG Lossless and JPEG-LS) are C++ that can crash the whole

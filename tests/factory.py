@@ -92,6 +92,18 @@ def dicom_bytes(pixels: np.ndarray, photometric: str = "MONOCHROME2", bits: int 
     return buf.getvalue()
 
 
+def cr_film(gray: np.ndarray) -> bytes:
+    """An 8-bit grey X-ray as a CR stores it: 12 bits stored in 16, MONOCHROME1 (low values white)."""
+    return dicom_bytes(4095 - np.asarray(gray, np.uint16) * 16, photometric="MONOCHROME1", stored=12)
+
+
+def claiming_42_bit_samples(jpeg_lossless_dicom: bytes) -> bytes:
+    """The file with its JPEG Lossless frame header (marker, 2 length bytes, sample precision) saying
+    42-bit samples: one byte on which GDCM's decoder segfaults."""
+    precision = jpeg_lossless_dicom.index(b"\xff\xc3") + 4
+    return jpeg_lossless_dicom[:precision] + bytes([42]) + jpeg_lossless_dicom[precision + 1:]
+
+
 def compressed_dicom(data: bytes, syntax: str) -> bytes:
     """`data` (a DICOM file) re-encoded by GDCM, a real codec, to `syntax`: a gdcm.TransferSyntax name
     such as "JPEGLosslessProcess14_1" (JPEG Lossless SV1, the usual PACS export of a radiograph)."""

@@ -112,8 +112,7 @@ def test_predict_page_reads_a_pacs_export_like_the_uncompressed_file(app_env):
     from PIL import Image
 
     xray = sorted((app_env["mini"] / "test" / "COVID19").glob("*"))[0]
-    raw = 4095 - np.asarray(Image.open(xray).convert("L"), dtype=np.uint16) * 16
-    plain = factory.dicom_bytes(raw, photometric="MONOCHROME1", stored=12)
+    plain = factory.cr_film(np.asarray(Image.open(xray).convert("L")))
     packed = factory.compressed_dicom(plain, "JPEGLosslessProcess14_1")
     at = run_page()
     at.file_uploader(key="uploads").set_value([("plain.dcm", plain, "application/dicom"),

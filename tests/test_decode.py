@@ -67,14 +67,13 @@ def test_decode_dicom_applies_rescale_and_window():
     assert full[body].mean() < 250
 
 
-def cr_dicom(mini_data, photometric="MONOCHROME1") -> tuple[bytes, np.ndarray]:
-    """A real X-ray from the data set as a CR-style DICOM: 12 bits stored in 16, MONOCHROME1."""
+def cr_dicom(mini_data) -> tuple[bytes, np.ndarray]:
+    """A real X-ray from the data set as a CR-style DICOM, and its 12-bit stored grey levels."""
     from PIL import Image
 
     path = sorted((mini_data / "test" / "COVID19").glob("*"))[0]
-    gray = np.asarray(Image.open(path).convert("L"), dtype=np.uint16) * 16
-    raw = 4095 - gray if photometric == "MONOCHROME1" else gray
-    return factory.dicom_bytes(raw, photometric=photometric, stored=12), gray
+    gray = np.asarray(Image.open(path).convert("L"))
+    return factory.cr_film(gray), gray.astype(np.uint16) * 16
 
 
 # What PACS exports of radiographs use; GDCM (a real codec) writes them here, python-gdcm reads them.
@@ -116,8 +115,7 @@ def test_a_codec_crash_on_a_damaged_dicom_is_a_clear_error_not_a_dead_process(mi
     import sys
 
     packed = factory.compressed_dicom(cr_dicom(mini_data)[0], "JPEGLosslessProcess14_1")
-    sof = packed.index(b"\xff\xc3")  # the lossless frame header: marker, 2 length bytes, sample precision
-    bad = packed[: sof + 4] + bytes([42]) + packed[sof + 5:]  # "42-bit samples"
+    bad = factory.claiming_42_bit_samples(packed)
     # Decoded in-process, GDCM dies on this file (a segfault): why cxr decodes it in another process.
     bare = "import io, sys, pydicom; pydicom.dcmread(io.BytesIO(sys.stdin.buffer.read())).pixel_array"
     assert subprocess.run([sys.executable, "-c", bare], input=bad, capture_output=True).returncode < 0

@@ -55,11 +55,9 @@ def test_a_dicom_that_crashes_the_codec_leaves_the_server_serving(server, browse
     from tests import factory
 
     xray = sorted((app_env["mini"] / "test" / "COVID19").glob("*"))[0]
-    raw = 4095 - np.asarray(Image.open(xray).convert("L"), dtype=np.uint16) * 16
-    packed = factory.compressed_dicom(factory.dicom_bytes(raw, photometric="MONOCHROME1", stored=12),
+    packed = factory.compressed_dicom(factory.cr_film(np.asarray(Image.open(xray).convert("L"))),
                                       "JPEGLosslessProcess14_1")
-    sof = packed.index(b"\xff\xc3") + 4
-    (tmp_path / "IM0001").write_bytes(packed[:sof] + bytes([42]) + packed[sof + 1:])
+    (tmp_path / "IM0001").write_bytes(factory.claiming_42_bit_samples(packed))
     (tmp_path / "IM0002").write_bytes(packed)
     page = browser.new_page()
     page.goto(server)

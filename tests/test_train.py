@@ -116,10 +116,9 @@ def test_training_and_batch_prediction_read_a_folder_of_pacs_dicoms(mini_data, t
 
     data = tmp_path / "pacs"
     for src in sorted(mini_data.glob("*/*/*.jpg")):
-        gray = np.asarray(Image.open(src).convert("L"), dtype=np.uint16) * 16
         dst = data / src.parent.relative_to(mini_data) / f"{src.stem}.dcm"
         dst.parent.mkdir(parents=True, exist_ok=True)
-        plain = factory.dicom_bytes(4095 - gray, photometric="MONOCHROME1", stored=12)
+        plain = factory.cr_film(np.asarray(Image.open(src).convert("L")))
         dst.write_bytes(factory.compressed_dicom(plain, "JPEGLosslessProcess14_1"))
     train_paths = load_imageset(data, "train").paths
     assert len(train_paths) == 24 and all(view is not None for view in lung_views(train_paths).values())
