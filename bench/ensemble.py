@@ -56,7 +56,8 @@ def member_outputs(path: Path, data: Path, seed: int) -> dict:
         raise EnsembleError(f"{card.name} was not trained on the data at {data}/{split}")
     _, val_set = split_train_val(images, val_fraction, split_seed)
     val_probs, val_labels, _ = predictor.infer_imageset(val_set)
-    figure_x, figure_labels = figure_validation_set(val_set, card.image_size, card.resize_policy, split_seed)
+    figure_x, figure_labels = figure_validation_set(val_set, card.image_size, card.resize_policy, split_seed,
+                                                        card.test_time_views)
     test = load_imageset(data, "test", card.classes)
     test_probs, test_labels, _ = predictor.infer_imageset(test)
     normals = decode_class(test, NORMAL)

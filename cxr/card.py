@@ -31,6 +31,8 @@ class ModelCard:
     # P(COVID19) at or above which the app calls an image COVID-19 positive.
     covid_threshold: float = 0.5
     temperature: float = 1.0  # logits are divided by this (1.0 = uncalibrated)
+    # (scale, shift_x, shift_y) boxes whose logits are averaged (cxr.views); [] = the box alone.
+    test_time_views: list[list[float]] = field(default_factory=list)
     training: dict[str, Any] = field(default_factory=dict)  # command, data fingerprint, config, history
     metrics: dict[str, Any] = field(default_factory=dict)  # e.g. {"validation": {...}}
     card_format: int = CARD_FORMAT
@@ -45,9 +47,13 @@ class ModelCard:
             "lung-fields": f"crop to the box around the lung fields (cxr.lungs segmenter), resize to {size}, "
                            "black out everything outside the grown lung fields",
         }.get(self.resize_policy, f"{self.resize_policy} to {size}")
+        from cxr.views import describe
+
+        views = describe(self.test_time_views)
         return (
             f"decode to 8-bit grayscale; {geometry}; "
             "replicate to 3 channels; intensity normalisation inside the model"
+            + (f"; {views}" if views else "")
         )
 
     def to_json(self) -> str:

@@ -43,6 +43,11 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILED
 
 
+def _floats(text: str) -> list[float]:
+    """"0.92,1,1.08" -> [0.92, 1.0, 1.08] (argparse turns the ValueError into a usage message)."""
+    return [float(part) for part in text.split(",") if part.strip()]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m cxr", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
@@ -117,6 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("calibrate", help="refit temperature, COVID-19 threshold and OOD gate of a saved model "
                                          "on the validation split its card records")
     p.add_argument("--model", default=None, help="model folder or store name (default: active)")
+    p.add_argument("--test-time-scales", type=_floats, default=None, metavar="S,S,...",
+                   help="average the logits over the box scaled by each of these (1 = the box itself; "
+                        "e.g. 0.92,1,1.08); 1 alone: one view")
+    p.add_argument("--test-time-shift", type=float, default=0.0, metavar="F",
+                   help="with --test-time-scales, also shift each view left and right by this fraction of the box")
     p.set_defaults(run=cmd_calibrate)
 
     p = sub.add_parser("ensemble", help="average models that held out the same validation images into one "
@@ -244,9 +254,11 @@ def cmd_segmenter(args) -> int:
 
 def cmd_calibrate(args) -> int:
     from cxr.train import refinalize
+    from cxr.views import grid
 
-    card = refinalize(resolve_model_path(args.model))
-    print(json.dumps({"name": card.name, **card.metrics["calibration"]}))
+    views = None if args.test_time_scales is None else grid(args.test_time_scales, args.test_time_shift)
+    card = refinalize(resolve_model_path(args.model), views)
+    print(json.dumps({"name": card.name, "test_time_views": card.test_time_views, **card.metrics["calibration"]}))
     return EXIT_OK
 
 

@@ -8,6 +8,7 @@ in memory as a whole.
 
 from __future__ import annotations
 
+import copy
 import csv
 import hashlib
 import logging
@@ -21,7 +22,8 @@ from PIL import Image
 from cxr.decode import decode_image
 from cxr.errors import CxrError, DatasetError
 from cxr.lungs import default_segmenter
-from cxr.preprocess import LUNG_POLICIES, apply_lung_field, lung_options, prepare_image
+from cxr.preprocess import LUNG_POLICIES, apply_lung_field, lung_options, model_view_stacks, prepare_image
+from cxr.views import view_boxes
 
 log = logging.getLogger(__name__)
 
@@ -127,9 +129,11 @@ def fingerprint(images: ImageSet) -> str:
     return digest.hexdigest()
 
 
-def load_for_model(path: str | Path, image_size: int, policy: str) -> np.ndarray:
-    """Decode + resize one file: the exact path used for training, evaluation and serving."""
-    return prepare_image(decode_image(path), image_size, policy)
+def load_for_model(path: str | Path, image_size: int, policy: str, views=()) -> np.ndarray:
+    """Decode + resize one file: the exact path used for training, evaluation and serving.
+    (S, S) uint8, or (K, S, S) with test-time `views` (`cxr.views`)."""
+    img = decode_image(path)
+    return model_view_stacks([img], image_size, policy, views)[0] if views else prepare_image(img, image_size, policy)
 
 
 def lung_views(paths, policy: str = "lungs", batch_size: int = 32) -> dict[str, tuple | None]:
@@ -157,26 +161,30 @@ def crop_to(img: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
     return np.asarray(Image.fromarray(np.asarray(img, np.uint8)).crop(box))
 
 
-def view_loader(paths, image_size: int, policy: str, cues=None, labels=None):
+def view_loader(paths, image_size: int, policy: str, cues=None, labels=None, views=()):
     """`load(path, rng) -> (S, S) uint8`: one file as the model sees it, with figure cues drawn from
     `rng` if `cues` (a `cxr.shortcut.SourceCues`) is given, for the class name of each path in
     `labels` (aligned with `paths`; cues may depend on it). Raises CxrError for an unreadable file.
+    With test-time `views` (`cxr.views`), a (K, S, S) stack instead: every view gets the same cues.
 
     Lung boxes (and fields) are found once per file, on the clean image, so the segmenter does
     not run again every epoch; figure cues other than the crop go on the lung crop, where a real
     figure has them.
     """
-    views = lung_views(paths, policy) if policy in LUNG_POLICIES else None
+    lung = lung_views(paths, policy) if policy in LUNG_POLICIES else None
     label_of = dict(zip(map(str, paths), labels, strict=True)) if labels is not None else {}
 
     def load(path: str, rng: np.random.Generator | None) -> np.ndarray:
         img = decode_image(path)
         kinds = cues.draw(rng, label_of.get(path)) if cues is not None else ()
-        if views is None:
-            return prepare_image(cues.apply(img, kinds, rng) if cues else img, image_size, policy)
-        if views[path] is None:
+        if lung is None:
+            img = cues.apply(img, kinds, rng) if cues else img
+            if not views:
+                return prepare_image(img, image_size, policy)
+            return model_view_stacks([img], image_size, policy, views)[0]
+        if lung[path] is None:
             raise CxrError("unreadable image")
-        box, weights, shape = views[path]
+        box, weights, shape = lung[path]
         if "crop" in kinds:
             # A figure is cropped before anyone looks for its lungs: crop the whole X-ray and
             # find the box and field on the crop, as serving will. Cropping the lung box
@@ -186,24 +194,29 @@ def view_loader(paths, image_size: int, policy: str, cues=None, labels=None):
             found, weights = default_segmenter().views([img], **lung_options(policy))[0]
             box, shape = found.as_tuple(), img.shape[:2]
             kinds = tuple(k for k in kinds if k != "crop")
-        img = crop_to(img, box)
-        if kinds:
-            img = cues.apply(img, kinds, rng)
-        # The same pixels as `prepare_image` under the lung policies, from the cached view.
-        # (No field under "lungs": nothing is blacked out.)
-        return apply_lung_field(prepare_image(img, image_size, "stretch"), weights, box, shape)
+        stack = []
+        for view in view_boxes(box, views):
+            crop = crop_to(img, view)
+            if kinds:  # the same cues on every view: each starts from the same generator state
+                crop = cues.apply(crop, kinds, copy.deepcopy(rng) if views else rng)
+            # The same pixels as `prepare_image` under the lung policies, from the cached view.
+            # (No field under "lungs": nothing is blacked out.)
+            stack.append(apply_lung_field(prepare_image(crop, image_size, "stretch"), weights, view, shape))
+        return np.stack(stack) if views else stack[0]
 
     return load
 
 
-def figure_like(images: ImageSet, image_size: int, policy: str, cues, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def figure_like(images: ImageSet, image_size: int, policy: str, cues, seed: int = 0,
+                views=()) -> tuple[np.ndarray, np.ndarray]:
     """Every readable image once, with figure cues from a generator of its own file name, so the
-    same copies come back every call: (x (N, S, S) uint8, labels (N,)).
+    same copies come back every call: (x (N, S, S) uint8, or (N, K, S, S) with test-time `views`,
+    labels (N,)).
 
     Validation of a model against source cues: a model that reads "figure => COVID-19" loses
     on the figure-like normals and pneumonias here while it may still gain on the clean set.
     """
-    view = view_loader(images.paths, image_size, policy, cues, images.class_names())
+    view = view_loader(images.paths, image_size, policy, cues, images.class_names(), views)
     xs, ys = [], []
     for path, label in zip(images.paths, images.labels, strict=False):
         try:
@@ -212,7 +225,7 @@ def figure_like(images: ImageSet, image_size: int, policy: str, cues, seed: int 
         except CxrError as exc:
             log.warning("skipping %s: %s", Path(path).name, exc)
     if not xs:
-        return np.zeros((0, image_size, image_size), np.uint8), np.zeros(0, np.int64)
+        return np.zeros((0, *([len(views)] if views else []), image_size, image_size), np.uint8), np.zeros(0, np.int64)
     return np.stack(xs), np.asarray(ys, np.int64)
 
 
@@ -225,8 +238,10 @@ def make_dataset(
     augment=None,
     seed: int = 0,
     source_cues=None,
+    views=(),
 ):
-    """A tf.data pipeline of (x, label) batches: x (B, S, S, 3) float32 in 0..255.
+    """A tf.data pipeline of (x, label) batches: x (B, S, S, 3) float32 in 0..255, or (B, K, S, S, 3)
+    with test-time `views` (`cxr.views`; evaluation only).
 
     `augment`, if given (training only), maps a (B, S, S, 1) float batch to the same shape.
     `source_cues` (a `cxr.shortcut.SourceCues`, training only) degrades decoded images of every
@@ -237,7 +252,9 @@ def make_dataset(
     import tensorflow as tf
 
     cues = source_cues if training else None
-    view = view_loader(images.paths, image_size, policy, cues, images.class_names())
+    views = () if training else tuple(views)
+    shape = (len(views), image_size, image_size) if views else (image_size, image_size)
+    view = view_loader(images.paths, image_size, policy, cues, images.class_names(), views)
 
     def load(path_bytes, key):
         path = path_bytes.decode()
@@ -248,11 +265,11 @@ def make_dataset(
             return view(path, np.random.default_rng([seed, int(key) % 2**63]) if cues else None), True
         except CxrError as exc:
             log.warning("skipping %s: %s", Path(path).name, exc)
-            return np.zeros((image_size, image_size), np.uint8), False
+            return np.zeros(shape, np.uint8), False
 
     def load_tf(path, label, key):
         img, ok = tf.numpy_function(load, [path, key], (tf.uint8, tf.bool), stateful=False)
-        img.set_shape((image_size, image_size))
+        img.set_shape(shape)
         ok.set_shape(())
         return img, label, ok
 

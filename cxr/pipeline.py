@@ -43,7 +43,8 @@ def analyze(predictor: Predictor, data: bytes, name: str = "") -> Analysis:
     """Decode and classify one upload; raises InvalidImageError for unusable files."""
     img = decode_image(data, name=name)
     prepared, box = predictor.view(img)
-    probs, features = predictor.infer(to_model_input(prepared))
+    # With test-time views (cxr.views) the probabilities average several crops; saliency explains `prepared`.
+    probs, features = predictor.infer(predictor.model_input(img) if predictor.views else to_model_input(prepared))
     scores = predictor.ood_scores(features)
     return Analysis(img, prepared, probs[0], predictor.classes, None if scores is None else float(scores[0]),
                     tuple(int(v) for v in box))

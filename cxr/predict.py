@@ -14,8 +14,9 @@ from cxr.decode import decode_image
 from cxr.errors import CxrError
 from cxr.metrics import classification_metrics
 from cxr.ood import OodGate, feature_layers, feature_output, legacy_layers
-from cxr.preprocess import LUNG_POLICIES, model_view, prepare_image, to_model_input
+from cxr.preprocess import LUNG_POLICIES, model_view, model_view_stacks, prepare_image, to_model_input
 from cxr.store import load_model
+from cxr.views import average, check_views
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ class Predictor:
         self.model = model
         self.card = card
         self.gate = gate
+        self.views = check_views(card.test_time_views)  # [] = one view: the box itself
         # One pass gives both the probabilities and the pooled features the OOD gate scores: the
         # layers its gate was fitted on (a gate saved before it recorded them read the final
         # features alone); without a gate, the layers a new gate is fitted on.
@@ -80,16 +82,37 @@ class Predictor:
         """(model input, the box of the original it comes from): see `cxr.preprocess.model_view`."""
         return model_view(img, self.card.image_size, self.card.resize_policy)
 
+    def stacks(self, imgs: list[np.ndarray]) -> list[np.ndarray]:
+        """What `infer_views` takes for decoded (H, W) uint8 images: each one's (S, S) view, or with the
+        card's test-time views, its (K, S, S) stack of them (`cxr.views`)."""
+        if not self.views:
+            return [self.prepare(img) for img in imgs]
+        return model_view_stacks(list(imgs), self.card.image_size, self.card.resize_policy, self.views)
+
+    def model_input(self, img: np.ndarray) -> np.ndarray:
+        """One decoded (H, W) uint8 image -> the batch `infer` scores it from: (1, S, S, 3) or (1, K, S, S, 3)."""
+        return to_model_input(self.stacks([img])[0][None])
+
     def infer(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Model input (N, S, S, 3) float32 -> (calibrated probabilities (N, C), features (N, D))."""
-        out, features = self._forward(np.asarray(x, np.float32))
+        """Model input (N, S, S, 3) float32 -> (calibrated probabilities (N, C), features (N, D)).
+
+        Given (N, K, S, S, 3), K views of each image, the probabilities are the softmax of the views'
+        mean logits and the features are view 0's (the box itself, which the OOD gate was fitted on).
+        """
+        x = np.asarray(x, np.float32)
+        count = x.shape[1] if x.ndim == 5 else 1
+        out, features = self._forward(x.reshape(-1, *x.shape[-3:]))
         out = np.asarray(out, dtype=np.float64)
         if self.card.binary:
             out = np.concatenate([1.0 - out, out], axis=1)
-        return apply_temperature(out, self.card.temperature), np.asarray(features, np.float64)
+        features = np.asarray(features, np.float64)
+        if count > 1:
+            out = average(out, count)
+            features = features.reshape(-1, count, features.shape[-1])[:, 0]
+        return apply_temperature(out, self.card.temperature), features
 
     def predict_batch(self, x: np.ndarray) -> np.ndarray:
-        """Model input (N, S, S, 3) float32 -> calibrated probabilities (N, C)."""
+        """Model input (N, S, S, 3) (or (N, K, S, S, 3), see `infer`) float32 -> calibrated probabilities (N, C)."""
         return self.infer(x)[0]
 
     def ood_scores(self, features: np.ndarray) -> np.ndarray | None:
@@ -98,10 +121,13 @@ class Predictor:
 
     def infer_images(self, imgs: Iterable[np.ndarray], batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
         """Decoded (H, W) uint8 images -> (probabilities (N, C), features (N, D)), `batch_size` at a time."""
-        return self.infer_views((self.prepare(img) for img in imgs), batch_size)
+        imgs = list(imgs)
+        return self.infer_views([v for i in range(0, len(imgs), batch_size)
+                                 for v in self.stacks(imgs[i:i + batch_size])], batch_size)
 
     def infer_views(self, views: Iterable[np.ndarray], batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
-        """Model views ((S, S) uint8, already prepared) -> (probabilities (N, C), features (N, D))."""
+        """Model views ((S, S) uint8, or (K, S, S) stacks of test-time views, already prepared: see
+        `stacks`) -> (probabilities (N, C), features (N, D))."""
         views = list(views)
         probs, features = [], []
         for i in range(0, len(views), batch_size):
@@ -118,7 +144,7 @@ class Predictor:
 
     def predict_file(self, src: bytes | str | Path, name: str = "") -> dict:
         """One file -> {"file", "label", "probabilities", "ood", "ood_score"}; raises InvalidImageError."""
-        probs, features = self.infer(to_model_input(self.prepare(decode_image(src, name=name))))
+        probs, features = self.infer(self.model_input(decode_image(src, name=name)))
         scores = self.ood_scores(features)
         return self.result(name or str(src), probs[0], None if scores is None else float(scores[0]))
 
@@ -141,17 +167,18 @@ class Predictor:
         """
         import tensorflow as tf
 
-        size, policy = self.card.image_size, self.card.resize_policy
+        size, policy, views = self.card.image_size, self.card.resize_policy, self.views
+        shape = (len(views), size, size) if views else (size, size)
 
         def load(path_bytes):
             try:
-                return load_for_model(path_bytes.decode(), size, policy), b""
+                return load_for_model(path_bytes.decode(), size, policy, views), b""
             except CxrError as exc:
-                return np.zeros((size, size), np.uint8), str(exc).encode()
+                return np.zeros(shape, np.uint8), str(exc).encode()
 
         def load_tf(path):
             img, error = tf.numpy_function(load, [path], (tf.uint8, tf.string), stateful=False)
-            img.set_shape((size, size))
+            img.set_shape(shape)
             error.set_shape(())
             return path, img, error
 
@@ -174,7 +201,7 @@ class Predictor:
 
     def infer_imageset(self, images: ImageSet, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Stream a labelled set through tf.data -> (probs (N, C), labels (N,), features (N, D))."""
-        ds = make_dataset(images, self.card.image_size, self.card.resize_policy, batch_size)
+        ds = make_dataset(images, self.card.image_size, self.card.resize_policy, batch_size, views=self.views)
         probs, labels, features = [], [], []
         for x, y in ds:
             p, f = self.infer(x)

@@ -87,6 +87,26 @@ def model_views(imgs: list[np.ndarray], size: int, policy: str) -> list[tuple[np
     return out
 
 
+def model_view_stacks(imgs: list[np.ndarray], size: int, policy: str, views) -> list[np.ndarray]:
+    """Each (H, W) uint8 image as a (K, S, S) uint8 stack, one per test-time view of its box
+    (`cxr.views`): view 0 is exactly `model_view`'s pixels; the others re-crop the original around the
+    same box, scaled and shifted (black where they leave the frame)."""
+    from cxr.views import view_boxes
+
+    if policy not in RESIZE_POLICIES:
+        raise ValueError(f"unknown resize policy {policy!r}; choose one of {RESIZE_POLICIES}")
+    if policy in LUNG_POLICIES:
+        from cxr.lungs import default_segmenter
+
+        segmented = default_segmenter().views(list(imgs), **lung_options(policy))
+        found = [(box.as_tuple(), field) for box, field in segmented]
+    else:
+        found = [(box, None) for box in input_boxes(imgs, policy)]
+    return [np.stack([apply_lung_field(crop_box(img, view, size), field, view, np.asarray(img).shape[:2])
+                      for view in view_boxes(box, views)])
+            for img, (box, field) in zip(imgs, found, strict=True)]
+
+
 def apply_lung_field(pixels: np.ndarray, field: np.ndarray | None, box: tuple[int, int, int, int],
                      shape: tuple[int, int]) -> np.ndarray:
     """Black out a (S, S) uint8 model input made from `box` of an (H, W) image outside that

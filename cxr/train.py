@@ -312,9 +312,11 @@ def training_datasets(config: TrainConfig, train_set: ImageSet, val_set: ImageSe
     return train_ds, make_dataset(val_set, config.image_size, config.resize_policy, config.batch_size)
 
 
-def figure_validation_set(val_set: ImageSet, image_size: int, policy: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Figure-like copies of the validation images (every one gets cues), the same every epoch."""
-    return figure_like(val_set, image_size, policy, SourceCues(p=1.0), seed)
+def figure_validation_set(val_set: ImageSet, image_size: int, policy: str, seed: int,
+                          views=()) -> tuple[np.ndarray, np.ndarray]:
+    """Figure-like copies of the validation images (every one gets cues), the same every epoch;
+    as stacks of test-time `views` for a model that has them (`cxr.views`)."""
+    return figure_like(val_set, image_size, policy, SourceCues(p=1.0), seed, views)
 
 
 def compiled_model(config: TrainConfig, n_classes: int):
@@ -360,7 +362,7 @@ def finalize(model, card: ModelCard, train_set: ImageSet, val_set: ImageSet, bat
     card.metrics["validation"] = validation_metrics(val_probs, val_labels, card)
     report_figures = figure_val is not None
     if figure_val is None:  # the gate needs them whether or not the card reports on them
-        figure_val = figure_validation_set(val_set, card.image_size, card.resize_policy, seed)
+        figure_val = figure_validation_set(val_set, card.image_size, card.resize_policy, seed, card.test_time_views)
     figure_probs, figure_features = predictor.infer_views(figure_val[0], batch_size)  # calibrated: temperature is set
     if report_figures and len(figure_val[1]):
         card.metrics["validation_figure_like"] = validation_metrics(figure_probs, figure_val[1], card)
@@ -425,13 +427,17 @@ def validation_seed(config: dict) -> int:
     return config.get("seed", 0) if split_seed is None else split_seed
 
 
-def refinalize(path: Path) -> ModelCard:
+def refinalize(path: Path, views=None) -> ModelCard:
     """Refit calibration, threshold, templates and OOD gate of a saved model on the data and
-    validation split its card records (for models saved before these existed). Rewrites the
-    card and the extras in place, each atomically; the weights are untouched."""
+    validation split its card records (for models saved before these existed, or with new
+    test-time `views`, `cxr.views`; None keeps the card's). Rewrites the card and the extras in
+    place, each atomically; the weights are untouched."""
     from cxr.store import load_model
+    from cxr.views import check_views
 
     model, card = load_model(Path(path))
+    if views is not None:
+        card.test_time_views = [list(view) for view in check_views(views)]
     write_extra = finalize_on_recorded_split(model, card)
     write_extra(Path(path))
     card.save(Path(path))
@@ -445,7 +451,7 @@ def finalize_on_recorded_split(model, card: ModelCard, data_path: Path | None = 
     cfg = card.training.get("config", {})
     train_set, val_set = recorded_split(card, data_path)
     seed = validation_seed(cfg)
-    figure_val = (figure_validation_set(val_set, card.image_size, card.resize_policy, seed)
+    figure_val = (figure_validation_set(val_set, card.image_size, card.resize_policy, seed, card.test_time_views)
                   if cfg.get("figure_validation") else None)
     return finalize(model, card, train_set, val_set, cfg.get("batch_size", 32), figure_val, seed)
 

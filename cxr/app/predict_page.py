@@ -17,6 +17,7 @@ from cxr.pipeline import analyze, boxed_png, explain, overlay_png
 from cxr.preprocess import LUNG_POLICIES
 from cxr.report_image import render_report
 from cxr.saliency import METHODS
+from cxr.views import describe as describe_views
 
 
 def remember(key: tuple, compute, *args):
@@ -55,7 +56,9 @@ with st.sidebar:
 # No extension filter: DICOM files often have none (IM0001), so every file is recognised by its
 # content and anything else gets a clear message from the decoder.
 uploads = st.file_uploader("Upload chest X-rays (PNG, JPEG or DICOM)", accept_multiple_files=True, key="uploads")
-st.caption(f"Model **{card.name}** ({card.arch}, {card.image_size} px). Research demo, not for diagnosis.")
+views = describe_views(card.test_time_views)  # the probabilities average crops; saliency explains the box itself
+st.caption(f"Model **{card.name}** ({card.arch}, {card.image_size} px"
+           + (f"; {views}; saliency explains the box itself" if views else "") + "). Research demo, not for diagnosis.")
 if not uploads:
     st.info("Drop one or more frontal chest X-rays above to classify them.")
     st.stop()
