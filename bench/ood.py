@@ -80,7 +80,7 @@ def ood_report(predictor, data: Path, split: str, seed: int = 0) -> dict:
     from bench.common import decoded_split
 
     def scores(imgs: list[np.ndarray]) -> np.ndarray:
-        return predictor.ood_scores(predictor.infer_images(imgs)[1])
+        return predictor.ood_scores(predictor.gate_features(imgs))
 
     if predictor.gate is None:
         raise SystemExit(f"{predictor.card.name} has no OOD gate; run `python -m cxr calibrate` on it first.")

@@ -142,6 +142,11 @@ class Predictor:
         """Decoded (H, W) uint8 images -> (N, C) probabilities in `classes` order."""
         return self.infer_images(imgs)[0]
 
+    def gate_features(self, imgs: Iterable[np.ndarray], batch_size: int = 32) -> np.ndarray:
+        """(N, D) features the OOD gate scores, for decoded (H, W) uint8 images: the box itself alone,
+        so a model with test-time views does not run them (the gate reads view 0 either way)."""
+        return self.infer_views((self.prepare(img) for img in imgs), batch_size)[1]
+
     def predict_file(self, src: bytes | str | Path, name: str = "") -> dict:
         """One file -> {"file", "label", "probabilities", "ood", "ood_score"}; raises InvalidImageError."""
         probs, features = self.infer(self.model_input(decode_image(src, name=name)))
@@ -199,9 +204,12 @@ class Predictor:
         probs, labels, _ = self.infer_imageset(images, batch_size)
         return probs, labels
 
-    def infer_imageset(self, images: ImageSet, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Stream a labelled set through tf.data -> (probs (N, C), labels (N,), features (N, D))."""
-        ds = make_dataset(images, self.card.image_size, self.card.resize_policy, batch_size, views=self.views)
+    def infer_imageset(self, images: ImageSet, batch_size: int = 32,
+                       views: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Stream a labelled set through tf.data -> (probs (N, C), labels (N,), features (N, D)).
+        views=False scores the box alone (for the gate's features, which read view 0 either way)."""
+        ds = make_dataset(images, self.card.image_size, self.card.resize_policy, batch_size,
+                          views=self.views if views else ())
         probs, labels, features = [], [], []
         for x, y in ds:
             p, f = self.infer(x)

@@ -399,7 +399,9 @@ def fit_gate(predictor, train_set: ImageSet, val_features: list[np.ndarray], bat
         figures = train_set.subset(np.linspace(0, len(train_set) - 1, GATE_FIGURES).round().astype(int))
     # Every figure cue the probe knows, the caption strip included: the gate must pass any figure.
     views = figure_like(figures, card.image_size, card.resize_policy, SourceCues(p=1.0, kinds=KINDS), seed + 1)[0]
-    parts = [predictor.infer_imageset(train_set, batch_size)[2], predictor.infer_views(views, batch_size)[1]]
+    # The box alone: the gate reads view 0 of any test-time views, so running the others is waste.
+    parts = [predictor.infer_imageset(train_set, batch_size, views=False)[2],
+             predictor.infer_views(views, batch_size)[1]]
     train_features = np.concatenate([f for f in parts if len(f)])
     val = [f for f in val_features if len(f)]
     return OodGate.fit(train_features, np.concatenate(val) if val else np.zeros((0, train_features.shape[1])),

@@ -116,6 +116,8 @@ def test_a_model_with_views_scores_the_mean_logits_of_its_views_on_every_path(pr
     assert not np.allclose(probs, per_view[:, 0], atol=1e-3)  # the views do move the scores
     # The OOD gate's features are the box's own, as a single-view model computes them.
     np.testing.assert_allclose(features, plain.infer_images(imgs)[1], atol=1e-5)
+    np.testing.assert_allclose(viewed.gate_features(imgs), features, atol=1e-5)  # the gate's shortcut: view 0 alone
+    np.testing.assert_allclose(viewed.infer_imageset(images, 4, views=False)[2], features, atol=1e-5)
 
     streamed = list(viewed.predict_stream(paths, batch_size=4))
     got = np.array([[r["probabilities"][c] for c in viewed.classes] for r in streamed])
