@@ -133,7 +133,9 @@ def load_for_model(path: str | Path, image_size: int, policy: str, views=()) -> 
     """Decode + resize one file: the exact path used for training, evaluation and serving.
     (S, S) uint8, or (K, S, S) with test-time `views` (`cxr.views`)."""
     img = decode_image(path)
-    return model_view_stacks([img], image_size, policy, views)[0] if views else prepare_image(img, image_size, policy)
+    if not views:
+        return prepare_image(img, image_size, policy)
+    return model_view_stacks([img], image_size, policy, views)[0][0]
 
 
 def lung_views(paths, policy: str = "lungs", batch_size: int = 32) -> dict[str, tuple | None]:
@@ -181,7 +183,7 @@ def view_loader(paths, image_size: int, policy: str, cues=None, labels=None, vie
             img = cues.apply(img, kinds, rng) if cues else img
             if not views:
                 return prepare_image(img, image_size, policy)
-            return model_view_stacks([img], image_size, policy, views)[0]
+            return model_view_stacks([img], image_size, policy, views)[0][0]
         if lung[path] is None:
             raise CxrError("unreadable image")
         box, weights, shape = lung[path]

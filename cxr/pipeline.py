@@ -42,9 +42,10 @@ class Analysis:
 def analyze(predictor: Predictor, data: bytes, name: str = "") -> Analysis:
     """Decode and classify one upload; raises InvalidImageError for unusable files."""
     img = decode_image(data, name=name)
-    prepared, box = predictor.view(img)
-    # With test-time views (cxr.views) the probabilities average several crops; saliency explains `prepared`.
-    probs, features = predictor.infer(predictor.model_input(img) if predictor.views else to_model_input(prepared))
+    # With test-time views (cxr.views) the probabilities average several crops; saliency explains view 0.
+    views, box = predictor.view_stack(img)
+    probs, features = predictor.infer(to_model_input(views[None]))
+    prepared = views[0]
     scores = predictor.ood_scores(features)
     return Analysis(img, prepared, probs[0], predictor.classes, None if scores is None else float(scores[0]),
                     tuple(int(v) for v in box))

@@ -87,11 +87,18 @@ class Predictor:
         card's test-time views, its (K, S, S) stack of them (`cxr.views`)."""
         if not self.views:
             return [self.prepare(img) for img in imgs]
-        return model_view_stacks(list(imgs), self.card.image_size, self.card.resize_policy, self.views)
+        return [stack for stack, _ in model_view_stacks(list(imgs), self.card.image_size, self.card.resize_policy,
+                                                        self.views)]
+
+    def view_stack(self, img: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+        """((K, S, S) uint8 views `infer` scores one decoded image from, K = 1 without test-time views;
+        the box of the original view 0 comes from). One segmenter pass gives both what the model
+        scores and what saliency explains (view 0)."""
+        return model_view_stacks([img], self.card.image_size, self.card.resize_policy, self.views)[0]
 
     def model_input(self, img: np.ndarray) -> np.ndarray:
-        """One decoded (H, W) uint8 image -> the batch `infer` scores it from: (1, S, S, 3) or (1, K, S, S, 3)."""
-        return to_model_input(self.stacks([img])[0][None])
+        """One decoded (H, W) uint8 image -> the batch `infer` scores it from: (1, K, S, S, 3)."""
+        return to_model_input(self.view_stack(img)[0][None])
 
     def infer(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Model input (N, S, S, 3) float32 -> (calibrated probabilities (N, C), features (N, D)).

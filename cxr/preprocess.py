@@ -72,25 +72,14 @@ def model_view(img: np.ndarray, size: int, policy: str) -> tuple[np.ndarray, tup
 
 def model_views(imgs: list[np.ndarray], size: int, policy: str) -> list[tuple[np.ndarray, tuple[int, int, int, int]]]:
     """`model_view` of several images; the lung policies run the segmenter once for the batch."""
-    if policy not in RESIZE_POLICIES:
-        raise ValueError(f"unknown resize policy {policy!r}; choose one of {RESIZE_POLICIES}")
-    if policy not in LUNG_POLICIES:
-        return [(crop_box(img, box, size), box) for img, box in zip(imgs, input_boxes(imgs, policy), strict=True)]
-    from cxr.lungs import default_segmenter
-
-    # Both lung policies take one path (as the training loader does): the field is built, and
-    # blacks out the outside of the lungs, only under "lung-fields".
-    out = []
-    for img, (box, field) in zip(imgs, default_segmenter().views(list(imgs), **lung_options(policy)), strict=True):
-        box = box.as_tuple()
-        out.append((apply_lung_field(crop_box(img, box, size), field, box, np.asarray(img).shape[:2]), box))
-    return out
+    return [(stack[0], box) for stack, box in model_view_stacks(imgs, size, policy)]
 
 
-def model_view_stacks(imgs: list[np.ndarray], size: int, policy: str, views) -> list[np.ndarray]:
-    """Each (H, W) uint8 image as a (K, S, S) uint8 stack, one per test-time view of its box
-    (`cxr.views`): view 0 is exactly `model_view`'s pixels; the others re-crop the original around the
-    same box, scaled and shifted (black where they leave the frame)."""
+def model_view_stacks(imgs: list[np.ndarray], size: int, policy: str,
+                      views=()) -> list[tuple[np.ndarray, tuple[int, int, int, int]]]:
+    """Each (H, W) uint8 image as ((K, S, S) uint8 stack, its box): one view per test-time view of the
+    box (`cxr.views`; K = 1 without them). View 0 is the box itself; the others re-crop the original
+    around the same box, scaled and shifted (black where they leave the frame)."""
     from cxr.views import view_boxes
 
     if policy not in RESIZE_POLICIES:
@@ -98,12 +87,14 @@ def model_view_stacks(imgs: list[np.ndarray], size: int, policy: str, views) -> 
     if policy in LUNG_POLICIES:
         from cxr.lungs import default_segmenter
 
+        # Both lung policies take one path (as the training loader does): the field is built, and
+        # blacks out the outside of the lungs, only under "lung-fields".
         segmented = default_segmenter().views(list(imgs), **lung_options(policy))
         found = [(box.as_tuple(), field) for box, field in segmented]
     else:
         found = [(box, None) for box in input_boxes(imgs, policy)]
-    return [np.stack([apply_lung_field(crop_box(img, view, size), field, view, np.asarray(img).shape[:2])
-                      for view in view_boxes(box, views)])
+    return [(np.stack([apply_lung_field(crop_box(img, view, size), field, view, np.asarray(img).shape[:2])
+                       for view in view_boxes(box, views)]), box)
             for img, (box, field) in zip(imgs, found, strict=True)]
 
 

@@ -221,10 +221,10 @@ def heat_location(predictor, explainer, images: ImageSet, masks: dict[str, Path]
     size, cells = predictor.card.image_size, explainer.map_side(method)
     for path, label in zip(images.paths, images.labels, strict=False):
         img = decode_image(path)
-        prepared, box = predictor.view(img)
-        x = to_model_input(prepared)
+        views, box = predictor.view_stack(img)
+        x = to_model_input(views[0])
         # The class the app explains: the argmax of the probabilities it shows (over any test-time views).
-        predicted = int(np.argmax(predictor.infer(predictor.model_input(img))[0][0]))
+        predicted = int(np.argmax(predictor.infer(to_model_input(views[None]))[0][0]))
         heat = explainer.heatmap(x, predicted, method)
         mask = mask_input = None
         if masks and path.name in masks:

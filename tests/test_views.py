@@ -60,8 +60,9 @@ def test_view_zero_is_exactly_the_single_view_and_larger_boxes_show_real_pixels(
 
     path = sorted((mini_data / "test" / "COVID19").glob("*"))[0]
     img = decode_image(path)
-    stack = model_view_stacks([img], 64, policy, NINE)[0]
+    stack, stack_box = model_view_stacks([img], 64, policy, NINE)[0]
     single, box = model_view(img, 64, policy)
+    assert stack_box == box
     assert stack.shape == (9, 64, 64) and stack.dtype == np.uint8
     np.testing.assert_array_equal(stack[0], single)
     assert all(not np.array_equal(stack[0], view) for view in stack[1:])
@@ -107,7 +108,7 @@ def test_a_model_with_views_scores_the_mean_logits_of_its_views_on_every_path(pr
     paths = list(images.paths)
     imgs = [decode_image(p) for p in paths]
     size, policy = plain.card.image_size, plain.card.resize_policy
-    stacks = np.stack(model_view_stacks(imgs, size, policy, NINE))
+    stacks = np.stack([stack for stack, _ in model_view_stacks(imgs, size, policy, NINE)])
     per_view = np.stack([plain.predict_batch(to_model_input(stacks[:, k])) for k in range(9)], axis=1)
     expected = average(per_view.reshape(-1, per_view.shape[-1]), 9)
 
