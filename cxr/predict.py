@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -127,18 +128,19 @@ class Predictor:
         return None if self.gate is None else self.gate.score(features)
 
     def infer_images(self, imgs: Iterable[np.ndarray], batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
-        """Decoded (H, W) uint8 images -> (probabilities (N, C), features (N, D)), `batch_size` at a time."""
-        imgs = list(imgs)
-        return self.infer_views([v for i in range(0, len(imgs), batch_size)
-                                 for v in self.stacks(imgs[i:i + batch_size])], batch_size)
+        """Decoded (H, W) uint8 images -> (probabilities (N, C), features (N, D)), `batch_size` at a time.
+        Reads `imgs` lazily: one batch of images and of their views is held at a time."""
+        return self._infer_batches(self.stacks(chunk) for chunk in _chunks(imgs, batch_size))
 
     def infer_views(self, views: Iterable[np.ndarray], batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
         """Model views ((S, S) uint8, or (K, S, S) stacks of test-time views, already prepared: see
         `stacks`) -> (probabilities (N, C), features (N, D))."""
-        views = list(views)
+        return self._infer_batches(_chunks(views, batch_size))
+
+    def _infer_batches(self, batches: Iterable[list[np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
         probs, features = [], []
-        for i in range(0, len(views), batch_size):
-            p, f = self.infer(to_model_input(np.stack(views[i:i + batch_size])))
+        for batch in batches:
+            p, f = self.infer(to_model_input(np.stack(batch)))
             probs.append(p)
             features.append(f)
         if not probs:
@@ -234,6 +236,13 @@ class Predictor:
         metrics = classification_metrics(probs, labels, self.classes, self.card.covid_threshold,
                                          images.groups or None)
         return images, probs, labels, metrics
+
+
+def _chunks(items: Iterable, size: int) -> Iterator[list]:
+    """Consecutive lists of `size` items (the last may be shorter), read lazily."""
+    it = iter(items)
+    while chunk := list(islice(it, size)):
+        yield chunk
 
 
 def iter_image_files(inputs: Iterable[str | Path]) -> Iterator[Path]:

@@ -130,6 +130,33 @@ def test_a_model_with_views_scores_the_mean_logits_of_its_views_on_every_path(pr
     np.testing.assert_array_equal(labels, images.labels)
 
 
+def test_infer_images_holds_one_batch_of_images_and_views_at_a_time(predictors, mini_data):
+    from cxr.decode import decode_image
+
+    _, viewed = predictors
+    paths = sorted((mini_data / "test").glob("*/*"))[:7]
+    pulled, pulled_at_inference = [], []
+    real_infer = viewed.infer
+
+    def images():
+        for path in paths:
+            pulled.append(path)
+            yield decode_image(path)
+
+    def counting_infer(x):
+        pulled_at_inference.append((len(pulled), len(x)))
+        return real_infer(x)
+
+    viewed.infer = counting_infer
+    try:
+        probs, _ = viewed.infer_images(images(), batch_size=3)
+    finally:
+        del viewed.infer
+    # Batches of 3, 3 and 1 images, each scored before the next one is decoded.
+    assert pulled_at_inference == [(3, 3), (6, 3), (7, 1)]
+    np.testing.assert_allclose(probs, viewed.infer_images([decode_image(p) for p in paths])[0], atol=1e-6)
+
+
 def test_the_predict_page_path_scores_views_and_explains_the_box(predictors, mini_data):
     from cxr.decode import decode_image
     from cxr.pipeline import analyze
