@@ -8,6 +8,8 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO
 
 
@@ -101,6 +103,40 @@ def test_threshold_bench_lists_the_validation_covid_images_and_each_group_left_o
     assert r["groups"] == len({i["group"] for i in r["images"]}) == len(r["threshold_without_group"])
     # Leaving out a group never lowers a threshold that every remaining image must clear.
     assert all(g["threshold"] >= r["refitted_threshold"] for g in r["threshold_without_group"].values())
+
+
+def test_views_bench_reproduces_the_cards_calibration_and_applies_its_rule(tiny_model):
+    from cxr.card import ModelCard
+    from cxr.views import grid
+
+    r = run_bench("views.py", "--model", str(tiny_model), "--set", "one=1", "--set", "scale3=0.92,1,1.08",
+                  "--set", "grid9=0.92,1,1.08:0.04")
+    card = ModelCard.load(tiny_model)
+    one, nine = r["results"]["one"], r["results"]["grid9"]
+    # One view is how the card was calibrated: the same temperature, log-loss, threshold and share.
+    calibration = card.metrics["calibration"]
+    # (Training scored validation through tf.data; the bench decodes with the library: equal to 1e-5.)
+    assert one["temperature"] == pytest.approx(card.temperature, abs=2e-4)
+    assert one["covid_threshold"] == pytest.approx(card.covid_threshold, abs=2e-4)
+    assert one["val_log_loss"] == pytest.approx(calibration["nll_after"], abs=2e-4)
+    assert one["clean_normals_below"] == card.metrics["validation"]["normal_below_threshold"]
+    assert r["validation_images"] == card.metrics["validation"]["n"] == r["figure_like_validation"]
+    assert [one["views"], r["results"]["scale3"]["views"], nine["views"]] == [1, 3, 9]
+    assert nine["spec"] == [list(v) for v in grid((0.92, 1, 1.08), 0.04)] and r["distinct_views_scored"] == 9
+    assert nine["val_log_loss"] != one["val_log_loss"]  # the views were scored, not the box nine times
+    # The rule: within 0.01 log-loss of the baseline, the best figure share, fewer views on a near-tie.
+    allowed = {k: v for k, v in r["results"].items() if v["val_log_loss"] <= one["val_log_loss"] + 0.01}
+    best = max(v["figure_like_normals_below"] for v in allowed.values())
+    assert r["chosen"] in allowed and allowed[r["chosen"]]["figure_like_normals_below"] >= best - 0.01
+    assert all(v["views"] >= allowed[r["chosen"]]["views"] for v in allowed.values()
+               if v["figure_like_normals_below"] >= best - 0.01)
+
+
+def test_views_bench_refuses_bad_sets_without_a_traceback(tiny_model):
+    for bad in ("grid9", "far=1,1.7", "=1"):
+        out = subprocess.run([sys.executable, "bench/views.py", "--model", str(tiny_model), "--set", bad],
+                             cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 2 and "--set" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_dicom_decode_bench_times_every_compression_against_uncompressed(mini_data):
