@@ -10,7 +10,8 @@ Everything is measured on the validation split the model's card records, never t
 for each set, the softmax of its views' mean logits (`cxr.views.average`, as a model serving that set
 scores), the temperature refitted on it, the validation log-loss, the COVID-19 threshold at 95 %
 validation sensitivity, and the share of clean and of figure-like validation normals below that
-threshold (the probe's cues, seed as the card's validation). Every distinct view is scored once.
+threshold. "Figure-like" is the probe's own journal-figure cue (`cxr.probe`, `--seed`, default 0) on the
+validation normals, the measure the rule was written for. Every distinct view is scored once.
 
 The rule (models/README.md, "Averaging over views of the lung box", written before the shipped
 views were chosen): a set whose log-loss is more than 0.01 above the baseline's is out; of the rest,
@@ -40,8 +41,9 @@ from cxr.decode import decode_image  # noqa: E402
 from cxr.errors import CxrError  # noqa: E402
 from cxr.predict import Predictor, apply_temperature  # noqa: E402
 from cxr.preprocess import model_view_stacks, to_model_input  # noqa: E402
+from cxr.probe import decode_class, degraded_views  # noqa: E402
 from cxr.store import load_model  # noqa: E402
-from cxr.train import figure_validation_set, recorded_split, validation_seed  # noqa: E402
+from cxr.train import recorded_split  # noqa: E402
 from cxr.views import IDENTITY, average, grid  # noqa: E402
 
 LOG_LOSS_SLACK = 0.01  # a set may cost this much validation log-loss over the baseline
@@ -61,6 +63,14 @@ def parse_set(text: str) -> tuple[str, list[tuple[float, float, float]]]:
     return label, views or [IDENTITY]
 
 
+def view_stacks(imgs: list[np.ndarray], size: int, policy: str, views) -> np.ndarray:
+    """(N, K, S, S) uint8: the test-time views of each decoded image, segmented in batches of 32 as
+    `Predictor.infer_images` does, so each box is the one a served model scores."""
+    stacks = [stack for i in range(0, len(imgs), 32)
+              for stack, _ in model_view_stacks(imgs[i:i + 32], size, policy, views)]
+    return np.stack(stacks).reshape(len(stacks), -1, size, size)
+
+
 def per_view_probs(plain: Predictor, stacks: np.ndarray, batch_size: int = 32) -> np.ndarray:
     """(N, K, S, S) uint8 views -> (N, K, C) uncalibrated probabilities, one view at a time."""
     out = [np.concatenate([plain.predict_batch(to_model_input(stacks[i:i + batch_size, k]))
@@ -74,23 +84,23 @@ def averaged(probs: np.ndarray, idx: list[int]) -> np.ndarray:
     return average(probs[:, idx].reshape(-1, probs.shape[-1]), len(idx))
 
 
-def set_figures(probs: np.ndarray, labels: np.ndarray, fig_probs: np.ndarray, fig_labels: np.ndarray,
-                classes: list[str]) -> dict:
-    """Validation figures of one view set from its averaged (uncalibrated) probabilities."""
+def set_figures(probs: np.ndarray, labels: np.ndarray, fig_probs: np.ndarray, classes: list[str]) -> dict:
+    """Validation figures of one view set from its averaged (uncalibrated) probabilities: `probs` of the
+    validation images (`labels`), `fig_probs` of the figure-like validation normals."""
     temperature = fit_temperature(probs, labels)
     calibrated, fig_calibrated = apply_temperature(probs, temperature), apply_temperature(fig_probs, temperature)
     covid, normal = classes.index("COVID19"), classes.index("NORMAL")
     is_covid = labels == covid
     threshold = threshold_for_sensitivity(calibrated[:, covid], is_covid)
-    below = lambda p, y: round(float((p[y == normal, covid] < threshold).mean()), 4)  # noqa: E731
+    below = lambda p: round(float((p[:, covid] < threshold).mean()), 4)  # noqa: E731
     return {
         "temperature": temperature,
         "val_log_loss": round(nll(calibrated, labels), 4),
         "val_accuracy": round(float((calibrated.argmax(1) == labels).mean()), 4),
         "covid_threshold": threshold,
         "lowest_val_covid": [round(float(v), 3) for v in np.sort(calibrated[is_covid, covid])[:4]],
-        "clean_normals_below": below(calibrated, labels),
-        "figure_like_normals_below": below(fig_calibrated, fig_labels),
+        "clean_normals_below": below(calibrated[labels == normal]),
+        "figure_like_normals_below": below(fig_calibrated),
     }
 
 
@@ -103,7 +113,7 @@ def choose(results: dict, baseline: str) -> str:
     return min(near, key=lambda k: (allowed[k]["views"], -allowed[k]["figure_like_normals_below"]))
 
 
-def run(model_path: Path, sets: list[tuple[str, list]], data: Path | None = None) -> dict:
+def run(model_path: Path, sets: list[tuple[str, list]], data: Path | None = None, seed: int = 0) -> dict:
     model, card = load_model(model_path)
     if "COVID19" not in card.classes or "NORMAL" not in card.classes:
         raise CxrError(f"{card.name} has no COVID19 and NORMAL classes to compare views on")
@@ -123,22 +133,18 @@ def run(model_path: Path, sets: list[tuple[str, list]], data: Path | None = None
             labels.append(label)
         except CxrError as exc:
             print(f"skipping {Path(path).name}: {exc}", file=sys.stderr)
-    # In batches of 32, as Predictor.infer_images segments them, so each box is the one served.
-    stacks = [stack for i in range(0, len(imgs), 32)
-              for stack, _ in model_view_stacks(imgs[i:i + 32], size, policy, views)]
-    stacks, labels = np.stack(stacks).reshape(len(stacks), -1, size, size), np.asarray(labels)
-    fig_stacks, fig_labels = figure_validation_set(val_set, size, policy, validation_seed(card.training["config"]),
-                                                   views)
-    fig_stacks = fig_stacks.reshape(len(fig_stacks), -1, size, size)
-    clean, figures = per_view_probs(plain, stacks), per_view_probs(plain, fig_stacks)
+    figures = degraded_views(decode_class(val_set, "NORMAL"), "journal_figure", seed)
+    clean = per_view_probs(plain, view_stacks(imgs, size, policy, views))
+    figure_probs = per_view_probs(plain, view_stacks(figures, size, policy, views))
+    labels = np.asarray(labels)
 
     results = {}
     for label, chosen_views in sets:
         idx = [union.index(v) for v in chosen_views]
         results[label] = {"views": len(idx), "spec": [list(v) for v in chosen_views],
-                          **set_figures(averaged(clean, idx), labels, averaged(figures, idx), fig_labels,
-                                        card.classes)}
-    return {"model": str(model_path), "validation_images": len(labels), "figure_like_validation": len(fig_labels),
+                          **set_figures(averaged(clean, idx), labels, averaged(figure_probs, idx), card.classes)}
+    return {"model": str(model_path), "validation_images": len(labels),
+            "figure_like_validation_normals": len(figures), "figure_seed": seed,
             "distinct_views_scored": len(union), "seconds": round(time.perf_counter() - start, 1),
             "baseline": sets[0][0], "chosen": choose(results, sets[0][0]), "results": results}
 
@@ -149,13 +155,14 @@ def main(argv=None) -> int:
     parser.add_argument("--set", dest="sets", type=parse_set, action="append", required=True,
                         metavar="LABEL=SCALES[:SHIFT]")
     parser.add_argument("--data", type=Path, default=None, help="stands in for the data path the card records")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the probe's journal-figure cue")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
     labels = [label for label, _ in args.sets]
     if len(set(labels)) != len(labels):
         parser.error("each --set needs its own LABEL")
     try:
-        report = run(resolve_model_path(args.model), args.sets, args.data)
+        report = run(resolve_model_path(args.model), args.sets, args.data, args.seed)
     except CxrError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

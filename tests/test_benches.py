@@ -120,7 +120,8 @@ def test_views_bench_reproduces_the_cards_calibration_and_applies_its_rule(tiny_
     assert one["covid_threshold"] == pytest.approx(card.covid_threshold, abs=2e-4)
     assert one["val_log_loss"] == pytest.approx(calibration["nll_after"], abs=2e-4)
     assert one["clean_normals_below"] == card.metrics["validation"]["normal_below_threshold"]
-    assert r["validation_images"] == card.metrics["validation"]["n"] == r["figure_like_validation"]
+    assert r["validation_images"] == card.metrics["validation"]["n"]
+    assert r["figure_like_validation_normals"] == card.metrics["validation"]["per_class"]["NORMAL"]["support"]
     assert [one["views"], r["results"]["scale3"]["views"], nine["views"]] == [1, 3, 9]
     assert nine["spec"] == [list(v) for v in grid((0.92, 1, 1.08), 0.04)] and r["distinct_views_scored"] == 9
     assert nine["val_log_loss"] != one["val_log_loss"]  # the views were scored, not the box nine times
