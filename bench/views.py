@@ -40,8 +40,8 @@ from cxr.cli import resolve_model_path  # noqa: E402
 from cxr.decode import decode_image  # noqa: E402
 from cxr.errors import CxrError  # noqa: E402
 from cxr.predict import Predictor, apply_temperature  # noqa: E402
-from cxr.preprocess import model_view_stacks, to_model_input  # noqa: E402
-from cxr.probe import decode_class, degraded_views  # noqa: E402
+from cxr.preprocess import model_view_stacks  # noqa: E402
+from cxr.probe import degraded_views  # noqa: E402
 from cxr.store import load_model  # noqa: E402
 from cxr.train import recorded_split  # noqa: E402
 from cxr.views import IDENTITY, average, grid  # noqa: E402
@@ -71,12 +71,9 @@ def view_stacks(imgs: list[np.ndarray], size: int, policy: str, views) -> np.nda
     return np.stack(stacks).reshape(len(stacks), -1, size, size)
 
 
-def per_view_probs(plain: Predictor, stacks: np.ndarray, batch_size: int = 32) -> np.ndarray:
-    """(N, K, S, S) uint8 views -> (N, K, C) uncalibrated probabilities, one view at a time."""
-    out = [np.concatenate([plain.predict_batch(to_model_input(stacks[i:i + batch_size, k]))
-                           for i in range(0, len(stacks), batch_size)])
-           for k in range(stacks.shape[1])]
-    return np.stack(out, axis=1)
+def per_view_probs(plain: Predictor, stacks: np.ndarray) -> np.ndarray:
+    """(N, K, S, S) uint8 views -> (N, K, C) probabilities of a single-view predictor, one view at a time."""
+    return np.stack([plain.infer_views(stacks[:, k])[0] for k in range(stacks.shape[1])], axis=1)
 
 
 def averaged(probs: np.ndarray, idx: list[int]) -> np.ndarray:
@@ -126,14 +123,16 @@ def run(model_path: Path, sets: list[tuple[str, list]], data: Path | None = None
 
     start = time.perf_counter()
     views = union[1:] and union  # one view alone: the plain box ([] in cxr.views)
-    imgs, labels = [], []
+    decoded, labels = [], []  # (path, image): what the probe's degradations take
     for path, label in zip(val_set.paths, val_set.labels, strict=False):
         try:
-            imgs.append(decode_image(path))
+            decoded.append((Path(path), decode_image(path)))
             labels.append(label)
         except CxrError as exc:
             print(f"skipping {Path(path).name}: {exc}", file=sys.stderr)
-    figures = degraded_views(decode_class(val_set, "NORMAL"), "journal_figure", seed)
+    normal = card.classes.index("NORMAL")
+    imgs = [img for _, img in decoded]
+    figures = degraded_views([d for d, y in zip(decoded, labels, strict=True) if y == normal], "journal_figure", seed)
     clean = per_view_probs(plain, view_stacks(imgs, size, policy, views))
     figure_probs = per_view_probs(plain, view_stacks(figures, size, policy, views))
     labels = np.asarray(labels)

@@ -15,7 +15,7 @@ from cxr.decode import decode_image
 from cxr.errors import CxrError
 from cxr.metrics import classification_metrics
 from cxr.ood import OodGate, feature_layers, feature_output, legacy_layers
-from cxr.preprocess import LUNG_POLICIES, model_view, model_view_stacks, prepare_image, to_model_input
+from cxr.preprocess import LUNG_POLICIES, model_view_stacks, prepare_image, to_model_input
 from cxr.store import load_model
 from cxr.views import average, check_views
 
@@ -78,10 +78,6 @@ class Predictor:
     def prepare(self, img: np.ndarray) -> np.ndarray:
         """(H, W) uint8 -> (S, S) uint8 at the model's input size."""
         return prepare_image(img, self.card.image_size, self.card.resize_policy)
-
-    def view(self, img: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]]:
-        """(model input, the box of the original it comes from): see `cxr.preprocess.model_view`."""
-        return model_view(img, self.card.image_size, self.card.resize_policy)
 
     def stacks(self, imgs: list[np.ndarray]) -> list[np.ndarray]:
         """What `infer_views` takes for decoded (H, W) uint8 images: each one's (S, S) view, or with the

@@ -67,12 +67,8 @@ def prepare_image(img: np.ndarray, size: int, policy: str = "crop") -> np.ndarra
 
 def model_view(img: np.ndarray, size: int, policy: str) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """(model input pixels, the box of the original they come from) of one (H, W) uint8 image."""
-    return model_views([img], size, policy)[0]
-
-
-def model_views(imgs: list[np.ndarray], size: int, policy: str) -> list[tuple[np.ndarray, tuple[int, int, int, int]]]:
-    """`model_view` of several images; the lung policies run the segmenter once for the batch."""
-    return [(stack[0], box) for stack, box in model_view_stacks(imgs, size, policy)]
+    stack, box = model_view_stacks([img], size, policy)[0]
+    return stack[0], box
 
 
 def model_view_stacks(imgs: list[np.ndarray], size: int, policy: str,
