@@ -40,7 +40,6 @@ from cxr.cli import resolve_model_path  # noqa: E402
 from cxr.decode import decode_image  # noqa: E402
 from cxr.errors import CxrError  # noqa: E402
 from cxr.predict import Predictor, apply_temperature  # noqa: E402
-from cxr.preprocess import model_view_stacks  # noqa: E402
 from cxr.probe import degraded_views  # noqa: E402
 from cxr.store import load_model  # noqa: E402
 from cxr.train import recorded_split  # noqa: E402
@@ -61,19 +60,6 @@ def parse_set(text: str) -> tuple[str, list[tuple[float, float, float]]]:
     except (ValueError, CxrError) as exc:  # not a number; a view check_views refuses
         raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from exc
     return label, views or [IDENTITY]
-
-
-def view_stacks(imgs: list[np.ndarray], size: int, policy: str, views) -> np.ndarray:
-    """(N, K, S, S) uint8: the test-time views of each decoded image, segmented in batches of 32 as
-    `Predictor.infer_images` does, so each box is the one a served model scores."""
-    stacks = [stack for i in range(0, len(imgs), 32)
-              for stack, _ in model_view_stacks(imgs[i:i + 32], size, policy, views)]
-    return np.stack(stacks).reshape(len(stacks), -1, size, size)
-
-
-def per_view_probs(plain: Predictor, stacks: np.ndarray) -> np.ndarray:
-    """(N, K, S, S) uint8 views -> (N, K, C) probabilities of a single-view predictor, one view at a time."""
-    return np.stack([plain.infer_views(stacks[:, k])[0] for k in range(stacks.shape[1])], axis=1)
 
 
 def averaged(probs: np.ndarray, idx: list[int]) -> np.ndarray:
@@ -114,15 +100,14 @@ def run(model_path: Path, sets: list[tuple[str, list]], data: Path | None = None
     model, card = load_model(model_path)
     if "COVID19" not in card.classes or "NORMAL" not in card.classes:
         raise CxrError(f"{card.name} has no COVID19 and NORMAL classes to compare views on")
-    card.temperature, card.test_time_views = 1.0, []
-    plain = Predictor(model, card)
     union = list(dict.fromkeys(v for _, views in sets for v in views))
     union = [IDENTITY] + [v for v in union if v != IDENTITY]  # view 0 must be the box (cxr.views)
+    # One predictor serving every distinct view at temperature 1; each set is averaged from its views below.
+    card.temperature, card.test_time_views = 1.0, [list(v) for v in union[1:] and union]
+    every_view = Predictor(model, card)
     _, val_set = recorded_split(card, data)
-    size, policy = card.image_size, card.resize_policy
 
     start = time.perf_counter()
-    views = union[1:] and union  # one view alone: the plain box ([] in cxr.views)
     decoded, labels = [], []  # (path, image): what the probe's degradations take
     for path, label in zip(val_set.paths, val_set.labels, strict=False):
         try:
@@ -133,8 +118,7 @@ def run(model_path: Path, sets: list[tuple[str, list]], data: Path | None = None
     normal = card.classes.index("NORMAL")
     imgs = [img for _, img in decoded]
     figures = degraded_views([d for d, y in zip(decoded, labels, strict=True) if y == normal], "journal_figure", seed)
-    clean = per_view_probs(plain, view_stacks(imgs, size, policy, views))
-    figure_probs = per_view_probs(plain, view_stacks(figures, size, policy, views))
+    clean, figure_probs = every_view.per_view_probs(imgs), every_view.per_view_probs(figures)
     labels = np.asarray(labels)
 
     results = {}

@@ -103,6 +103,13 @@ class Predictor:
         Given (N, K, S, S, 3), K views of each image, the probabilities are the softmax of the views'
         mean logits and the features are view 0's (the box itself, which the OOD gate was fitted on).
         """
+        out, features = self._forward_views(x)
+        probs = out[:, 0] if out.shape[1] == 1 else average(out.reshape(-1, out.shape[-1]), out.shape[1])
+        return apply_temperature(probs, self.card.temperature), features[:, 0]
+
+    def _forward_views(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N, S, S, 3) or (N, K, S, S, 3) float32 -> (the network's own probabilities (N, K, C), before
+        averaging and temperature; features (N, K, D))."""
         x = np.asarray(x, np.float32)
         count = x.shape[1] if x.ndim == 5 else 1
         out, features = self._forward(x.reshape(-1, *x.shape[-3:]))
@@ -110,10 +117,7 @@ class Predictor:
         if self.card.binary:
             out = np.concatenate([1.0 - out, out], axis=1)
         features = np.asarray(features, np.float64)
-        if count > 1:
-            out = average(out, count)
-            features = features.reshape(-1, count, features.shape[-1])[:, 0]
-        return apply_temperature(out, self.card.temperature), features
+        return out.reshape(-1, count, out.shape[-1]), features.reshape(-1, count, features.shape[-1])
 
     def predict_batch(self, x: np.ndarray) -> np.ndarray:
         """Model input (N, S, S, 3) (or (N, K, S, S, 3), see `infer`) float32 -> calibrated probabilities (N, C)."""
@@ -132,6 +136,14 @@ class Predictor:
         """Model views ((S, S) uint8, or (K, S, S) stacks of test-time views, already prepared: see
         `stacks`) -> (probabilities (N, C), features (N, D))."""
         return self._infer_batches(_chunks(views, batch_size))
+
+    def per_view_probs(self, imgs: Iterable[np.ndarray], batch_size: int = 32) -> np.ndarray:
+        """Decoded (H, W) uint8 images -> (N, K, C): the network's probabilities for each of the card's K
+        views (K = 1 without them), before `predict_proba` averages their logits and applies the
+        temperature. For comparing view sets (bench/views.py); read lazily like `infer_images`."""
+        per_view = [self._forward_views(to_model_input(np.stack(self.stacks(chunk))))[0]
+                    for chunk in _chunks(imgs, batch_size)]
+        return np.concatenate(per_view) if per_view else np.zeros((0, max(len(self.views), 1), len(self.classes)))
 
     def _infer_batches(self, batches: Iterable[list[np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
         probs, features = [], []

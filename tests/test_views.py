@@ -115,6 +115,9 @@ def test_a_model_with_views_scores_the_mean_logits_of_its_views_on_every_path(pr
     probs, features = viewed.infer_images(imgs)
     np.testing.assert_allclose(probs, expected, atol=1e-5)
     assert not np.allclose(probs, per_view[:, 0], atol=1e-3)  # the views do move the scores
+    # What bench/views.py compares view sets with: each view's own scores, in the card's order.
+    np.testing.assert_allclose(viewed.per_view_probs(iter(imgs), batch_size=3), per_view, atol=1e-5)
+    assert plain.per_view_probs(imgs).shape == (len(imgs), 1, len(plain.classes))
     # The OOD gate's features are the box's own, as a single-view model computes them.
     np.testing.assert_allclose(features, plain.infer_images(imgs)[1], atol=1e-5)
     np.testing.assert_allclose(viewed.gate_features(imgs), features, atol=1e-5)  # the gate's shortcut: view 0 alone
