@@ -98,7 +98,7 @@ def test_shipped_model_ignores_journal_figure_cues(full_data):
     from tests import factory
 
     predictor = Predictor.from_path(factory.shipped_path())
-    # Only the two cues asserted on: the shipped model scores nine views per image, so all ten take ~15 min.
+    # Only the two cues asserted on: the shipped model scores three views per image, so all ten take minutes more.
     probe = figure_probe(predictor, load_imageset(full_data, "test", predictor.classes),
                          variants=("journal_figure", "crop"))
     normal = probe["classes"]["NORMAL"]
