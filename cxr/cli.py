@@ -138,6 +138,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--activate", action="store_true", help="make the ensemble the active model")
     p.set_defaults(run=cmd_ensemble)
 
+    p = sub.add_parser("lung-gate", help="re-read a saved cxrnet model (or ensemble) over its lung fields on a "
+                                         "14x14 map, without retraining, refit it on validation and save it")
+    p.add_argument("model", metavar="MODEL", help="store name or model folder")
+    p.add_argument("--name", required=True, help="name of the new model in the store")
+    p.add_argument("--data", type=Path, default=None,
+                   help="where the model's training data is now (default: where its card says)")
+    p.set_defaults(run=cmd_lung_gate)
+
     p = sub.add_parser("models", help="list the saved models, newest first, marking the active and shipped one")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_models)
@@ -274,6 +282,18 @@ def cmd_ensemble(args) -> int:
         store.activate(saved.name)
     print(json.dumps({"name": saved.name, "path": str(saved.path), "activated": args.activate,
                       "members": [m["name"] for m in card.training["ensemble_of"]],
+                      "covid_threshold": card.covid_threshold, **card.metrics["calibration"]}))
+    return EXIT_OK
+
+
+def cmd_lung_gate(args) -> int:
+    from cxr.regate import lung_gated_model
+    from cxr.store import ModelStore
+
+    model, card, write_extra = lung_gated_model(resolve_model_path(args.model), args.name, args.data,
+                                                command=_command_line())
+    saved = ModelStore(get_paths().model_dir).save(model, card, write_extra)
+    print(json.dumps({"name": saved.name, "path": str(saved.path), "lung_gated_from": card.training["lung_gated_from"],
                       "covid_threshold": card.covid_threshold, **card.metrics["calibration"]}))
     return EXIT_OK
 

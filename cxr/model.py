@@ -31,7 +31,7 @@ GATE_LAYER = "lung_gate"  # the gated feature map of a lung-gated cxrnet
 
 
 def build_cxrnet(image_size: int, num_classes: int, intensity: str = "standardize",
-                 lung_gate: bool = False, fine_map: bool = False) -> keras.Model:
+                 lung_gate: bool = False, fine_map: bool = False, atrous: bool = False) -> keras.Model:
     """The seed's conv stack made robust: per-image standardisation (or equalisation, see
     `INTENSITIES`), batch norm, global pooling.
 
@@ -50,6 +50,11 @@ def build_cxrnet(image_size: int, num_classes: int, intensity: str = "standardiz
     lung's outer edge over the box's edge: heat spread evenly over the true lungs' 7x7 cells puts
     0.108 of it in the X-ray's outer frame, 0.068 at 14x14 (0.031 at full resolution). With the gate
     the lung fields are not grown: grown, the 14x14 field alone puts 0.115 there (models/README.md).
+
+    atrous: the last stage at 1/16 of the side too, but as the plain network computed densely: pool3
+    keeps stride 1 and the last stage's conv is dilated by 2, so with a plain cxrnet's weights every
+    other cell is exactly that network's 7x7 map and the cells between are it on the box shifted by
+    16 px. This is how a trained plain model is re-read over its lungs (`lung_gated_copy`).
     """
     inputs = keras.Input((image_size, image_size, 3), name="image")
     if intensity not in INTENSITIES:
@@ -61,12 +66,15 @@ def build_cxrnet(image_size: int, num_classes: int, intensity: str = "standardiz
     x = _conv_bn(x, 24, "stem", strides=2)
     x = layers.MaxPooling2D(2, name="pool0")(x)
     for stage, (filters, repeats) in enumerate(((48, 1), (96, 2), (128, 1), (128, 1)), start=1):
+        dilation = 2 if atrous and stage == 4 else 1
         for r in range(repeats):
-            x = _conv_bn(x, filters, f"s{stage}c{r + 1}")
-        if stage < (3 if fine_map else 4):
+            x = _conv_bn(x, filters, f"s{stage}c{r + 1}", dilation=dilation)
+        if stage == 3 and atrous:
+            x = layers.MaxPooling2D(2, strides=1, padding="same", name="pool3")(x)  # every shift kept
+        elif stage < (3 if fine_map or atrous else 4):
             x = layers.MaxPooling2D(2, name=f"pool{stage}")(x)
     if lung_gate:
-        field = LungFieldMap(x.shape[1], grow=1 if fine_map else None, name="lung_field")(inputs)
+        field = LungFieldMap(x.shape[1], grow=1 if fine_map or atrous else None, name="lung_field")(inputs)
         gated = LungGate(name=GATE_LAYER)([x, field])
         x = FieldAverage(name="gap")([gated, field])  # "gap": the OOD gate reads the pooled features by name
     else:
@@ -79,6 +87,27 @@ def build_cxrnet(image_size: int, num_classes: int, intensity: str = "standardiz
         # Start from (and keep: the copy is frozen) the shipped segmenter's weights.
         model.get_layer("lung_field").segmenter.set_weights(default_segmenter().model.get_weights())
     return model
+
+
+def lung_gated_copy(trained: keras.Model, prefix: str = "") -> keras.Model:
+    """A trained plain cxrnet re-read over its lung fields, without retraining: the same weights in an
+    atrous, lung-gated cxrnet (`build_cxrnet(atrous=True, lung_gate=True)`), so its decision is pooled
+    over the lung cells of a 14x14 map and Grad-CAM reads that gated map. Its own head is kept, so the
+    probabilities shift (lung cells only, not the whole box, are averaged): refit temperature and
+    threshold on validation. `prefix`: the member's layer prefix inside an ensemble (`cxr.ensemble.unpack`).
+    """
+    own = {layer.name.removeprefix(prefix): layer for layer in trained.layers}
+    if GATE_LAYER in own or "s4c1_conv" not in own or "logits" not in own:
+        raise ValueError(f"{trained.name} is not a plain cxrnet; only those can be re-read over the lungs")
+    if own["s4c1_conv"].get_config()["dilation_rate"] != (1, 1) or "pool3" not in own:
+        raise ValueError(f"{trained.name} already has a fine last stage")
+    intensity = next(name for name in INTENSITIES if name in own)
+    copy = build_cxrnet(trained.input_shape[1], own["logits"].get_config()["units"], intensity,
+                        lung_gate=True, atrous=True)
+    for layer in copy.layers:
+        if layer.weights and layer.name != "lung_field":  # the segmenter copy comes with the build
+            layer.set_weights(own[layer.name].get_weights())
+    return copy
 
 
 # How cxrnet normalises each image's grey levels: "standardize" removes linear changes (mean and
@@ -110,8 +139,9 @@ def build_model(arch: str, num_classes: int, image_size: int | None = None,
     return builder(image_size or DEFAULT_IMAGE_SIZE[arch], num_classes)
 
 
-def _conv_bn(x, filters: int, name: str, strides: int = 1):
-    x = layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False, name=f"{name}_conv")(x)
+def _conv_bn(x, filters: int, name: str, strides: int = 1, dilation: int = 1):
+    x = layers.Conv2D(filters, 3, strides=strides, dilation_rate=dilation, padding="same", use_bias=False,
+                      name=f"{name}_conv")(x)
     # momentum 0.9 (not Keras' 0.99): with ~30 steps an epoch the slow moving averages lag the
     # weights by several epochs and make validation loss jump from epoch to epoch.
     x = layers.BatchNormalization(momentum=0.9, name=f"{name}_bn")(x)

@@ -89,3 +89,73 @@ def test_training_leaves_the_segmenter_copy_as_shipped(mini_data, tmp_path):
     assert card.training["config"]["lung_gate"] is True
     assert _same(_segmenter_weights(model), default_segmenter().model.get_weights())
     assert all("lung_field" not in w.path for w in model.trainable_weights)
+
+
+def _randomised_bn(model, seed=0):
+    """Batch-norm statistics away from their identity start, so the copy is checked on real arithmetic."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if layer.name.endswith("_bn"):
+            gamma, beta, mean, var = layer.get_weights()
+            layer.set_weights([rng.uniform(0.5, 1.5, gamma.shape), rng.normal(0, 0.2, beta.shape),
+                               rng.normal(0, 0.2, mean.shape), rng.uniform(0.5, 2.0, var.shape)])
+    return model
+
+
+def test_lung_gated_copy_keeps_the_trained_map_at_every_other_cell_and_explains_from_the_gate():
+    """Re-read densely, the plain network's own 7x7 map is every other cell of the 14x14 one."""
+    import keras
+
+    from cxr.model import lung_gated_copy
+    from cxr.saliency import Explainer
+
+    plain = _randomised_bn(build_model("cxrnet", 3, 96))
+    gated = lung_gated_copy(plain)
+    x = np.random.default_rng(2).uniform(0, 255, (2, 96, 96, 3)).astype("float32")
+    coarse = keras.Model(plain.input, plain.get_layer("s4c1_relu").output)(x).numpy()
+    dense = keras.Model(gated.input, gated.get_layer("s4c1_relu").output)(x).numpy()
+    assert coarse.shape[1:3] == (3, 3) and dense.shape[1:3] == (6, 6)
+    np.testing.assert_allclose(dense[:, ::2, ::2], coarse, atol=1e-5)
+    assert not np.allclose(dense[:, 1::2, 1::2], coarse, atol=1e-3)  # the cells between are new shifts
+    assert _same(gated.get_layer("logits").get_weights(), plain.get_layer("logits").get_weights())
+    assert _same(_segmenter_weights(gated), default_segmenter().model.get_weights())
+    assert Explainer(gated, "cxrnet").cam_layer == GATE_LAYER
+
+
+@pytest.mark.parametrize("kind", ["gated", "fine", "seed"])
+def test_lung_gated_copy_refuses_models_it_cannot_re_read(kind):
+    from cxr.model import lung_gated_copy
+
+    model = {"gated": lambda: build_model("cxrnet", 3, 96, lung_gate=True),
+             "fine": lambda: build_model("cxrnet", 3, 96, fine_map=True),
+             "seed": lambda: build_model("seed", 3, 128)}[kind]()
+    with pytest.raises(ValueError, match="plain cxrnet|fine last stage"):
+        lung_gated_copy(model)
+
+
+def test_lung_gate_command_saves_a_refitted_gated_model_and_refuses_one_already_gated(tiny_model, mini_data,
+                                                                                     tmp_path):
+    import json
+    import shutil
+
+    from cxr.predict import Predictor
+    from tests.test_cli import run_cli
+
+    store = tmp_path / "models"
+    shutil.copytree(tiny_model, store / "tiny")
+    env = {"CXR_MODEL_DIR": str(store)}
+    out = run_cli("lung-gate", "tiny", "--name", "tiny-gated", env=env)
+    assert out.returncode == 0, out.stderr
+    printed = json.loads(out.stdout)
+    card = json.loads((store / "tiny-gated" / "card.json").read_text())
+    assert printed["lung_gated_from"] == card["training"]["lung_gated_from"] == "tiny"
+    assert card["training"]["config"]["lung_gate"] and card["training"]["config"]["atrous"]
+    assert card["metrics"]["calibration"]["fitted_on"] == "validation"
+    assert card["covid_threshold"] == printed["covid_threshold"]
+    predictor = Predictor.from_path(store / "tiny-gated")
+    assert GATE_LAYER in {layer.name for layer in predictor.model.layers}
+    result = predictor.predict_file(sorted((mini_data / "test" / "COVID19").glob("*"))[0])
+    assert sum(result["probabilities"].values()) == pytest.approx(1.0) and result["ood"] in (True, False)
+    again = run_cli("lung-gate", "tiny-gated", "--name", "twice", env=env)
+    assert again.returncode == 2 and "Traceback" not in again.stderr and "plain cxrnet" in again.stderr
+    assert not (store / "twice").exists()
