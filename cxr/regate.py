@@ -27,7 +27,8 @@ def lung_gated_model(path: Path, name: str, data: Path | None = None, command: s
 
     model, source = load_model(Path(path))
     if source.arch != "cxrnet" or source.binary:
-        raise ModelError(f"{source.name} is not a 3-class cxrnet; only those can be re-read over the lungs.")
+        raise ModelError(f"{source.name} is not a cxrnet with a softmax head; only those can be re-read "
+                         "over the lungs")
     try:
         if member_count(model):
             parts = unpack(model, source.temperature)

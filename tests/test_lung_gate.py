@@ -159,3 +159,16 @@ def test_lung_gate_command_saves_a_refitted_gated_model_and_refuses_one_already_
     again = run_cli("lung-gate", "tiny-gated", "--name", "twice", env=env)
     assert again.returncode == 2 and "Traceback" not in again.stderr and "plain cxrnet" in again.stderr
     assert not (store / "twice").exists()
+
+
+def test_lung_gated_model_refuses_a_saved_model_of_another_architecture_with_a_typed_error(tmp_path):
+    from cxr.card import ModelCard
+    from cxr.errors import ModelError
+    from cxr.regate import lung_gated_model
+
+    folder = tmp_path / "seed"
+    folder.mkdir()
+    build_model("seed", 3, 128).save(folder / "model.keras")
+    ModelCard(name="seed", arch="seed", classes=["A", "B", "C"], image_size=128).save(folder)
+    with pytest.raises(ModelError, match="not a cxrnet"):
+        lung_gated_model(folder, "gated")
