@@ -88,6 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fine-map", action="store_true",
                    help="cxrnet's last stage at 14x14 instead of 7x7: Grad-CAM cells half as wide (with "
                         "--lung-gate, the gate follows the lungs without growing them)")
+    p.add_argument("--atrous", action="store_true",
+                   help="cxrnet's last stage at 14x14 as the 7x7 network computed densely (what lung-gate "
+                        "makes of a trained model; with --lung-gate --init-from it trains on)")
+    p.add_argument("--init-from", default=None, metavar="MODEL",
+                   help="start from this saved model's weights (same shape) instead of a fresh initialisation")
+    p.add_argument("--init-member", type=int, default=None, metavar="I",
+                   help="with --init-from an ensemble: start from its member I (0-based)")
     p.add_argument("--precise-bn", type=int, default=10, metavar="BATCHES",
                    help="validate with batch-norm statistics averaged over this many training batches "
                         "(0 = Keras' moving averages)")
@@ -228,7 +235,8 @@ def cmd_train(args) -> int:
         source_cues=args.source_cues, crop_others=args.crop_others, intensity=args.intensity, strategy=args.strategy,
         val_fraction=args.val_fraction, patience=args.patience, seed=args.seed,
         split_seed=args.split_seed, binary=args.binary, ema=args.ema,
-        lung_gate=args.lung_gate, fine_map=args.fine_map,
+        lung_gate=args.lung_gate, fine_map=args.fine_map, atrous=args.atrous,
+        init_from=str(resolve_model_path(args.init_from)) if args.init_from else None, init_member=args.init_member,
         precise_bn=args.precise_bn, figure_validation=not args.no_figure_validation,
         classes=tuple(args.classes.split(",")) if args.classes else None, name=args.name,
         command=_command_line(),

@@ -123,16 +123,16 @@ ARCHITECTURES: dict[str, Callable[[int, int], keras.Model]] = {
 DEFAULT_IMAGE_SIZE = {"seed": 256, "cxrnet": 224}
 
 
-def build_model(arch: str, num_classes: int, image_size: int | None = None,
-                intensity: str = "standardize", lung_gate: bool = False, fine_map: bool = False) -> keras.Model:
+def build_model(arch: str, num_classes: int, image_size: int | None = None, intensity: str = "standardize",
+                lung_gate: bool = False, fine_map: bool = False, atrous: bool = False) -> keras.Model:
     """Build architecture `arch`; num_classes=1 gives the binary sigmoid head."""
     try:
         builder = ARCHITECTURES[arch]
     except KeyError:
         raise ValueError(f"unknown architecture {arch!r}; choose one of {sorted(ARCHITECTURES)}") from None
     if arch == "cxrnet":
-        return builder(image_size or DEFAULT_IMAGE_SIZE[arch], num_classes, intensity, lung_gate, fine_map)
-    if lung_gate or fine_map:
+        return builder(image_size or DEFAULT_IMAGE_SIZE[arch], num_classes, intensity, lung_gate, fine_map, atrous)
+    if lung_gate or fine_map or atrous:
         raise ValueError(f"the {arch!r} architecture keeps its published head; lung_gate and fine_map apply to cxrnet")
     if intensity != "standardize":
         raise ValueError(f"the {arch!r} architecture keeps its published rescaling; intensity applies to cxrnet")

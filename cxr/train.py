@@ -81,6 +81,13 @@ class TrainConfig:
     # Grad-CAM's border heat met the target (0.082 vs 0.087), but 3-class accuracy fell to 0.66 and
     # clean validation log-loss rose to 0.80 (models/README.md).
     fine_map: bool = False
+    # cxrnet's last stage at 14x14 as the 7x7 network computed densely (cxr.model.build_cxrnet), the
+    # shape `python -m cxr lung-gate` gives a trained model; with `init_from` such a model trains on.
+    atrous: bool = False
+    # Start from the weights of a saved model of the same shape (its folder) instead of a fresh
+    # initialisation; `init_member` picks one member of a saved ensemble.
+    init_from: str | None = None
+    init_member: int | None = None
     val_fraction: float = 0.15  # held out from the training split, grouped by patient
     # Epochs without val_loss improvement before stopping: at the lower learning rate the best epoch
     # came at 21-35 of 40, and 8-12 had stopped some seeds before they had learnt much.
@@ -121,8 +128,12 @@ class TrainConfig:
             raise ValueError(f"intensity must be one of {INTENSITIES}")
         if self.intensity != "standardize" and self.arch != "cxrnet":
             raise ValueError("intensity applies to the cxrnet architecture only")
-        if (self.lung_gate or self.fine_map) and self.arch != "cxrnet":
-            raise ValueError("lung_gate and fine_map apply to the cxrnet architecture only")
+        if (self.lung_gate or self.fine_map or self.atrous) and self.arch != "cxrnet":
+            raise ValueError("lung_gate, fine_map and atrous apply to the cxrnet architecture only")
+        if self.fine_map and self.atrous:
+            raise ValueError("fine_map and atrous are two ways to the same 14x14 map; choose one")
+        if self.init_member is not None and self.init_from is None:
+            raise ValueError("init_member picks a member of the model given by init_from")
         if self.resize_policy not in RESIZE_POLICIES:
             raise ValueError(f"resize_policy must be one of {RESIZE_POLICIES}")
         from cxr.distribute import STRATEGIES
@@ -326,12 +337,42 @@ def compiled_model(config: TrainConfig, n_classes: int):
     from cxr.model import build_model
 
     model = build_model(config.arch, 1 if config.binary else n_classes, config.image_size, config.intensity,
-                        config.lung_gate, config.fine_map)
+                        config.lung_gate, config.fine_map, config.atrous)
+    if config.init_from:
+        start_from(model, Path(config.init_from), config.init_member)
     loss = "binary_crossentropy" if config.binary else "sparse_categorical_crossentropy"
     optimizer = keras.optimizers.AdamW(config.learning_rate, weight_decay=config.weight_decay,
                                        use_ema=config.ema, ema_momentum=0.98)
     model.compile(optimizer, loss=loss, metrics=["accuracy"])
     return model
+
+
+def start_from(model, path: Path, member: int | None = None) -> None:
+    """Set `model`'s weights to those of the model saved at `path` (member `member` of a saved
+    ensemble), layer by layer by name; a layer missing there or of another shape is a TrainingError."""
+    from cxr.ensemble import member_count, unpack
+    from cxr.store import load_model
+
+    source, card = load_model(path)
+    count = member_count(source)
+    if count and member is None:
+        raise TrainingError(f"{card.name} is an ensemble of {count}; say which member to start from.")
+    if member is not None and not 0 <= member < count:
+        raise TrainingError(f"{card.name} has no member {member} (it has {count}).")
+    prefix = ""
+    if count:
+        source, _, prefix = unpack(source, card.temperature)[member]
+    own = {layer.name.removeprefix(prefix): layer for layer in source.layers}
+    for layer in model.layers:
+        # A plain model may start a lung-gated one: the frozen segmenter copy comes with the build.
+        if not layer.weights or (layer.name == "lung_field" and layer.name not in own):
+            continue
+        found = own.get(layer.name)
+        shapes = [tuple(w.shape) for w in layer.get_weights()]
+        if found is None or [tuple(w.shape) for w in found.get_weights()] != shapes:
+            raise TrainingError(f"{card.name} cannot start this model: its layer {layer.name!r} is "
+                                f"{'missing' if found is None else 'of another shape'} there.")
+        layer.set_weights(found.get_weights())
 
 
 def _shard_by_data(ds):

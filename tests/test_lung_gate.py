@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from cxr.errors import TrainingError
 from cxr.layers import FieldAverage, LungGate
 from cxr.lungs import default_segmenter, read_mask
 from cxr.model import GATE_LAYER, build_model
@@ -172,3 +173,56 @@ def test_lung_gated_model_refuses_a_saved_model_of_another_architecture_with_a_t
     ModelCard(name="seed", arch="seed", classes=["A", "B", "C"], image_size=128).save(folder)
     with pytest.raises(ModelError, match="not a cxrnet"):
         lung_gated_model(folder, "gated")
+
+
+def _saved(model, folder, image_size=96):
+    from cxr.card import ModelCard
+
+    folder.mkdir()
+    model.save(folder / "model.keras")
+    ModelCard(name=folder.name, arch="cxrnet", classes=["A", "B", "C"], image_size=image_size).save(folder)
+    return folder
+
+
+def _weights_equal(a, b):
+    return _same(a.get_weights(), b.get_weights())
+
+
+def test_training_can_start_from_a_saved_model_or_one_member_of_a_saved_ensemble(tmp_path, mini_data):
+    """`--init-from`: what `lung-gate` made of trained members can train on, each member on its own."""
+    from cxr.ensemble import build_ensemble
+    from cxr.model import lung_gated_copy
+    from cxr.train import compiled_model, start_from
+
+    plain = _randomised_bn(build_model("cxrnet", 3, 96), seed=1)
+    config = TrainConfig(data=mini_data, image_size=96, init_from=str(_saved(plain, tmp_path / "plain")))
+    assert _weights_equal(compiled_model(config, 3), plain)  # the path `train` takes
+
+    members = [lung_gated_copy(plain), lung_gated_copy(_randomised_bn(build_model("cxrnet", 3, 96), seed=2))]
+    folder = _saved(build_ensemble(members, [1.0, 1.5]), tmp_path / "gated-pair")
+    fresh = build_model("cxrnet", 3, 96, lung_gate=True, atrous=True)
+    start_from(fresh, folder, member=1)
+    assert _weights_equal(fresh, members[1]) and not _weights_equal(fresh, members[0])
+    with pytest.raises(TrainingError, match="say which member"):
+        start_from(fresh, folder)
+    with pytest.raises(TrainingError, match="no member 2"):
+        start_from(fresh, folder, member=2)
+    # A plain model starts a lung-gated one (what lung-gate does, then training); the segmenter copy
+    # is the shipped one. A model of another shape cannot start from it.
+    gated = build_model("cxrnet", 3, 96, lung_gate=True, atrous=True)
+    start_from(gated, tmp_path / "plain")
+    assert _weights_equal(gated, lung_gated_copy(plain))
+    with pytest.raises(TrainingError, match="'logits' is of another shape"):
+        start_from(build_model("cxrnet", 2, 96), tmp_path / "plain")
+    with pytest.raises(TrainingError, match="missing"):
+        start_from(build_model("seed", 3, 128), tmp_path / "plain")
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"fine_map": True, "atrous": True}, "choose one"),
+    ({"init_member": 0}, "init_member picks"),
+    ({"arch": "seed", "atrous": True}, "cxrnet architecture only"),
+])
+def test_train_config_refuses_contradictory_starts(settings, message, mini_data):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(data=mini_data, **settings)
