@@ -133,7 +133,8 @@ def build_model(arch: str, num_classes: int, image_size: int | None = None, inte
     if arch == "cxrnet":
         return builder(image_size or DEFAULT_IMAGE_SIZE[arch], num_classes, intensity, lung_gate, fine_map, atrous)
     if lung_gate or fine_map or atrous:
-        raise ValueError(f"the {arch!r} architecture keeps its published head; lung_gate and fine_map apply to cxrnet")
+        raise ValueError(f"the {arch!r} architecture keeps its published head; "
+                         "lung_gate, fine_map and atrous apply to cxrnet")
     if intensity != "standardize":
         raise ValueError(f"the {arch!r} architecture keeps its published rescaling; intensity applies to cxrnet")
     return builder(image_size or DEFAULT_IMAGE_SIZE[arch], num_classes)
