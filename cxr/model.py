@@ -104,10 +104,25 @@ def lung_gated_copy(trained: keras.Model, prefix: str = "") -> keras.Model:
     intensity = next(name for name in INTENSITIES if name in own)
     copy = build_cxrnet(trained.input_shape[1], own["logits"].get_config()["units"], intensity,
                         lung_gate=True, atrous=True)
-    for layer in copy.layers:
-        if layer.weights and layer.name != "lung_field":  # the segmenter copy comes with the build
-            layer.set_weights(own[layer.name].get_weights())
+    copy_weights(copy, trained, prefix)
     return copy
+
+
+def copy_weights(target: keras.Model, source: keras.Model, prefix: str = "") -> None:
+    """Set every weighted layer of `target` from the layer of the same name in `source` (whose names
+    carry `prefix`, as an ensemble member's do). ValueError if one is missing there or of another shape.
+    A plain source may fill a lung-gated target: the frozen segmenter copy comes with the build."""
+    own = {layer.name.removeprefix(prefix): layer for layer in source.layers}
+    for layer in target.layers:
+        if not layer.weights or (layer.name == "lung_field" and layer.name not in own):
+            continue
+        found = own.get(layer.name)
+        if found is None:
+            raise ValueError(f"its layer {layer.name!r} is missing there")
+        weights = found.get_weights()
+        if [w.shape for w in weights] != [tuple(w.shape) for w in layer.weights]:
+            raise ValueError(f"its layer {layer.name!r} is of another shape there")
+        layer.set_weights(weights)
 
 
 # How cxrnet normalises each image's grey levels: "standardize" removes linear changes (mean and

@@ -351,6 +351,7 @@ def start_from(model, path: Path, member: int | None = None) -> None:
     """Set `model`'s weights to those of the model saved at `path` (member `member` of a saved
     ensemble), layer by layer by name; a layer missing there or of another shape is a TrainingError."""
     from cxr.ensemble import member_count, unpack
+    from cxr.model import copy_weights
     from cxr.store import load_model
 
     source, card = load_model(path)
@@ -362,17 +363,10 @@ def start_from(model, path: Path, member: int | None = None) -> None:
     prefix = ""
     if count:
         source, _, prefix = unpack(source, card.temperature)[member]
-    own = {layer.name.removeprefix(prefix): layer for layer in source.layers}
-    for layer in model.layers:
-        # A plain model may start a lung-gated one: the frozen segmenter copy comes with the build.
-        if not layer.weights or (layer.name == "lung_field" and layer.name not in own):
-            continue
-        found = own.get(layer.name)
-        shapes = [tuple(w.shape) for w in layer.get_weights()]
-        if found is None or [tuple(w.shape) for w in found.get_weights()] != shapes:
-            raise TrainingError(f"{card.name} cannot start this model: its layer {layer.name!r} is "
-                                f"{'missing' if found is None else 'of another shape'} there.")
-        layer.set_weights(found.get_weights())
+    try:
+        copy_weights(model, source, prefix)
+    except ValueError as exc:
+        raise TrainingError(f"{card.name} cannot start this model: {exc}.") from None
 
 
 def _shard_by_data(ds):
