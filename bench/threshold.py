@@ -4,9 +4,10 @@
 
 The threshold is fitted on the validation split the model's card records (95 % sensitivity: with
 fewer than 20 COVID-19 images, every one of them must clear it, so the lowest one sets it). This
-lists those images with their calibrated P(COVID19) and their group (patient or publication, from
-the manifest), lowest first, and the threshold refitted with each group left out
-(`cxr.threshold_report`, which the Evaluation page shows too). Validation only: no test image.
+lists those images with their calibrated P(COVID19), the class the model calls each (its most
+probable) and their group (patient or publication, from the manifest), lowest first, and the
+threshold refitted with each group left out (`cxr.threshold_report`, which the Evaluation page
+shows too). Validation only: no test image.
 """
 
 from __future__ import annotations

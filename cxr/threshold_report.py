@@ -24,7 +24,8 @@ def threshold_report(predictor, data_path: Path | None = None) -> dict:
 
     `data_path` stands in for the training data the card records (its fingerprint must match).
     {"model", "card_threshold", "refitted_threshold", "target_sensitivity", "n_covid_validation",
-     "groups", "groups_found", "largest_group", "images": [{"file", "path", "group", "p_covid"}],
+     "groups", "groups_found", "largest_group",
+     "images": [{"file", "path", "group", "p_covid", "called", "p_called"}] (called: the most probable class),
      "threshold_without_group": {group: {"images", "threshold"}}, highest threshold first}.
     """
     from cxr.train import recorded_split
@@ -37,7 +38,11 @@ def threshold_report(predictor, data_path: Path | None = None) -> dict:
     keep = [i for i, label in enumerate(val.labels) if label == covid]
     paths = [val.paths[i] for i in keep]
     groups = np.array([val.groups[i] for i in keep], dtype=object)  # load_imageset gives every image one
-    p_covid = predictor.predict_proba([decode_image(p) for p in paths])[:, covid]
+    probs = predictor.predict_proba([decode_image(p) for p in paths])
+    p_covid = probs[:, covid]
+    # What the model calls each image: a COVID-19 film it calls pneumonia sets the threshold for a
+    # different reason (the classes overlap) than one it calls normal (a film that shows little).
+    called = probs.argmax(axis=1)
     target = (card.metrics.get("calibration") or {}).get("target_sensitivity", 0.95)
     all_positive = np.ones(len(paths), bool)
     threshold = threshold_for_sensitivity(p_covid, all_positive, target)
@@ -52,6 +57,23 @@ def threshold_report(predictor, data_path: Path | None = None) -> dict:
         "target_sensitivity": target, "n_covid_validation": len(paths),
         **groups_found(p_covid >= threshold, groups),
         "images": [{"file": paths[i].name, "path": str(paths[i]), "group": str(groups[i]),
-                    "p_covid": round(float(p_covid[i]), 4)} for i in order],
+                    "p_covid": round(float(p_covid[i]), 4), "called": card.classes[called[i]],
+                    "p_called": round(float(probs[i, called[i]]), 4)} for i in order],
         "threshold_without_group": dict(sorted(left_out.items(), key=lambda kv: -kv[1]["threshold"])),
     }
+
+
+def describe_lowest(report: dict) -> str | None:
+    """A sentence when the image that sets the threshold is called another class than COVID-19, else None.
+
+    Then the threshold is not set by a film that shows little but by one the model reads as, say,
+    pneumonia: to catch it, every X-ray at least that COVID-19-like is flagged, whatever it is called.
+    """
+    images = report.get("images") or []
+    if not images or images[0].get("called", COVID) == COVID:
+        return None
+    lowest = images[0]
+    return (f"The image that sets the threshold, {lowest['file']}, is called {lowest['called']} by this model "
+            f"({lowest['p_called']:.0%}). To catch it, the threshold sits at its P(COVID-19) "
+            f"({lowest['p_covid']:.3f}), and any X-ray scoring at least that much is flagged as COVID-19, "
+            "whichever class it is called.")

@@ -172,7 +172,9 @@ def test_evaluation_page_runs_the_shortcut_probe(app_env, tiny_model):
     assert not at.exception and not at.error
     assert "so the lowest sets it" in texts(at)
     shown = next(d.value for d in at.dataframe if "p_covid" in d.value.columns)
-    assert list(shown.columns) == ["file", "group", "p_covid"] and list(shown["p_covid"]) == sorted(shown["p_covid"])
+    assert list(shown.columns) == ["file", "group", "p_covid", "called", "p_called"]
+    assert list(shown["p_covid"]) == sorted(shown["p_covid"])
+    assert set(shown["called"]) <= {"COVID19", "NORMAL", "PNEUMONIA"}
     at.button(key="run-probe").click()
     at.run(timeout=300)
     assert not at.exception and not at.error

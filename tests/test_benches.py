@@ -100,6 +100,11 @@ def test_threshold_bench_lists_the_validation_covid_images_and_each_group_left_o
     scores = [i["p_covid"] for i in r["images"]]
     assert len(scores) == r["n_covid_validation"] == card.metrics["calibration"]["n_covid_validation"]
     assert scores == sorted(scores) and scores[0] >= r["refitted_threshold"]  # lowest first, all found
+    # What the model calls each image is its most probable class, so never below a third of three.
+    classes = card.classes
+    assert all(i["called"] in classes and 1 / len(classes) - 1e-4 <= i["p_called"] <= 1 for i in r["images"])
+    assert all(i["p_called"] >= i["p_covid"] for i in r["images"])
+    assert all(i["p_called"] == i["p_covid"] for i in r["images"] if i["called"] == "COVID19")
     assert r["groups"] == len({i["group"] for i in r["images"]}) == len(r["threshold_without_group"])
     # Leaving out a group never lowers a threshold that every remaining image must clear.
     assert all(g["threshold"] >= r["refitted_threshold"] for g in r["threshold_without_group"].values())

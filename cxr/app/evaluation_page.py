@@ -24,7 +24,7 @@ from cxr.metrics import reliability_bins, roc_points
 from cxr.ood import describe as describe_gate
 from cxr.probe import figure_probe, heat_location, lung_masks, may_learn
 from cxr.report import metrics_by_normal_source
-from cxr.threshold_report import threshold_report
+from cxr.threshold_report import describe_lowest, threshold_report
 
 
 @st.cache_data(show_spinner="Evaluating the model on the test split...", max_entries=4)
@@ -127,8 +127,10 @@ def show_threshold_images(report: dict) -> None:
     cols = st.columns(4)
     for col, image in zip(cols, images[:4], strict=False):
         # Decoded, not the file's bytes: a dataset may hold DICOM, which a browser cannot show.
-        col.image(decode_image(image["path"]), caption=f"P(COVID-19) {image['p_covid']:.3f}: {image['file']} "
-                  f"({image['group']})", width="stretch")
+        col.image(decode_image(image["path"]), caption=f"P(COVID-19) {image['p_covid']:.3f}, called "
+                  f"{image['called']} ({image['p_called']:.0%}): {image['file']} ({image['group']})", width="stretch")
+    if note := describe_lowest(report):
+        st.info(note)
     st.dataframe(pd.DataFrame([{k: v for k, v in i.items() if k != "path"} for i in images]), hide_index=True)
     left_out = pd.DataFrame([{"group left out": name, **figures}
                              for name, figures in report["threshold_without_group"].items()])
