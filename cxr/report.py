@@ -10,6 +10,7 @@ import numpy as np
 
 from cxr.data import ImageSet
 from cxr.metrics import COVID, NORMAL, classification_metrics
+from cxr.score_design import covid_score
 
 
 def normal_source(path_name: str, source: str) -> str:
@@ -62,8 +63,8 @@ def score_designs(probs: np.ndarray, labels: np.ndarray, classes: list[str]) -> 
 
     pair = (labels == c) | (labels == n)
     return {
-        "covid_p": auroc(pair, labels == c, probs[:, c]),
-        "covid_vs_normal_p": auroc(pair, labels == c, probs[:, c] / np.clip(probs[:, c] + probs[:, n], 1e-12, None)),
-        "covid_vs_rest_p": auroc(np.ones(len(labels), bool), labels == c, probs[:, c]),
+        "covid_p": auroc(pair, labels == c, covid_score(probs, classes, "covid_p")),
+        "covid_vs_normal_p": auroc(pair, labels == c, covid_score(probs, classes, "covid_vs_normal_p")),
+        "covid_vs_rest_p": auroc(np.ones(len(labels), bool), labels == c, covid_score(probs, classes, "covid_p")),
         "abnormal_p": auroc(np.ones(len(labels), bool), labels != n, 1 - probs[:, n]),
     }

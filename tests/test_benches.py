@@ -110,6 +110,25 @@ def test_threshold_bench_lists_the_validation_covid_images_and_each_group_left_o
     assert all(g["threshold"] >= r["refitted_threshold"] for g in r["threshold_without_group"].values())
 
 
+def test_score_design_bench_fits_each_design_on_validation_and_scores_the_test_sets(tiny_model, mini_data):
+    from cxr.card import ModelCard
+
+    r = run_bench("score_design.py", "--model", str(tiny_model), "--data", str(mini_data))
+    card = ModelCard.load(tiny_model)
+    assert r["served_threshold"] == card.covid_threshold
+    served = r["designs"]["covid_p"]
+    assert served["threshold"] == card.covid_threshold  # the same fit calibrate made
+    for design in ("covid_p", "covid_vs_normal_p"):
+        point = r["designs"][design]
+        assert point["validation_flagged"]["COVID19"] >= 0.95  # fitted to catch them
+        assert set(point["flagged"]) == {"test COVID19", "test NORMAL", "test NORMAL, figure-like", "test PNEUMONIA",
+                                         "test PNEUMONIA, figure-like"}
+        assert all(0 <= v <= 1 for v in point["flagged"].values()) and min(point["n"].values()) > 0
+    refused = subprocess.run([sys.executable, "bench/score_design.py", "--model", str(tiny_model), "--data",
+                              str(mini_data / "no-such-folder")], cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+
+
 def test_views_bench_reproduces_the_cards_calibration_and_applies_its_rule(tiny_model):
     from cxr.card import ModelCard
     from cxr.views import grid
