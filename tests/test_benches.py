@@ -129,6 +129,17 @@ def test_score_design_bench_fits_each_design_on_validation_and_scores_the_test_s
     assert refused.returncode != 0 and "Traceback" not in refused.stderr
 
 
+def test_bn_statistics_bench_scores_the_saved_and_both_recomputed_statistics(tiny_model, mini_data):
+    r = run_bench("bn_statistics.py", "--model", str(tiny_model), "--data", str(mini_data), "--batches", "2")
+    assert r["batch_norm_layers"] > 0 and sum(r["validation"].values()) > 0
+    for name in ("saved", "recomputed_augmented", "recomputed_clean"):
+        figures = r[name]
+        assert 0 <= figures["accuracy"] <= 1 and figures["log_loss"] > 0
+        assert sum(figures["called"].values()) == sum(r["validation"].values())
+    # Recomputing from a few batches of a 2-epoch model moves its statistics.
+    assert r["recomputed_augmented"]["mean_shift"] > 0 and r["recomputed_clean"]["mean_shift"] > 0
+
+
 def test_views_bench_reproduces_the_cards_calibration_and_applies_its_rule(tiny_model):
     from cxr.card import ModelCard
     from cxr.views import grid
