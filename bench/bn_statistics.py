@@ -64,6 +64,8 @@ def main(argv: list[str] | None = None) -> None:
 
     def scored() -> dict:
         probs = np.asarray(model.predict(val_ds, verbose=0), np.float64)
+        if card.binary:  # a sigmoid head scores the second class only
+            probs = np.concatenate([1.0 - probs, probs], axis=1)
         called = probs.argmax(axis=1)
         p_true = np.clip(probs[np.arange(len(labels)), labels], 1e-12, None)
         return {"accuracy": round(float((called == labels).mean()), 4),
