@@ -30,11 +30,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 def main(argv: list[str] | None = None) -> None:
     from cxr.cli import resolve_model_path
     from cxr.config import get_paths
-    from cxr.data import make_dataset
     from cxr.errors import CxrError
     from cxr.precise_bn import batch_norm_layers, recompute_statistics
     from cxr.predict import Predictor
-    from cxr.train import TrainConfig, recorded_split, training_datasets
+    from cxr.train import TrainConfig, recorded_split, statistics_batches, training_datasets
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None)
@@ -54,9 +53,8 @@ def main(argv: list[str] | None = None) -> None:
     config = TrainConfig(**{**{k: v for k, v in recorded.items() if k in fields}, "data": str(args.data),
                             "image_size": card.image_size, "resize_policy": card.resize_policy})
     augmented, val_ds = training_datasets(config, train_set, val_set)
-    # Shuffled like training, but neither augmented nor degraded.
-    clean = make_dataset(train_set, config.image_size, config.resize_policy, config.batch_size, True, None,
-                         config.seed, None)
+    # Shuffled like training, but neither augmented nor degraded: what `--precise-bn-source clean` averages.
+    clean = statistics_batches(dataclasses.replace(config, precise_bn_source="clean"), train_set, augmented)
     model = predictor.model
     layers = batch_norm_layers(model)
     saved = [(layer.moving_mean.numpy().copy(), layer.moving_variance.numpy().copy()) for layer in layers]

@@ -98,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precise-bn", type=int, default=10, metavar="BATCHES",
                    help="validate with batch-norm statistics averaged over this many training batches "
                         "(0 = Keras' moving averages)")
+    p.add_argument("--precise-bn-source", choices=["training", "clean"], default="training",
+                   help="the batches precise batch norm averages: training = augmented and figure-degraded "
+                        "as trained; clean = the same images with neither, as served")
     p.add_argument("--no-figure-validation", action="store_true",
                    help="keep the epoch with the lowest validation loss alone, not its mean with the loss on "
                         "figure-like copies of the validation images")
@@ -237,7 +240,8 @@ def cmd_train(args) -> int:
         split_seed=args.split_seed, binary=args.binary, ema=args.ema,
         lung_gate=args.lung_gate, fine_map=args.fine_map, atrous=args.atrous,
         init_from=str(resolve_model_path(args.init_from)) if args.init_from else None, init_member=args.init_member,
-        precise_bn=args.precise_bn, figure_validation=not args.no_figure_validation,
+        precise_bn=args.precise_bn, precise_bn_source=args.precise_bn_source,
+        figure_validation=not args.no_figure_validation,
         classes=tuple(args.classes.split(",")) if args.classes else None, name=args.name,
         command=_command_line(),
     )

@@ -161,6 +161,7 @@ def test_train_command_defaults_are_the_library_defaults():
     fields = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     pairs = {"epochs": "epochs", "batch_size": "batch_size", "lr": "learning_rate", "resize": "resize_policy",
              "source_cues": "source_cues", "patience": "patience", "precise_bn": "precise_bn",
+             "precise_bn_source": "precise_bn_source",
              "val_fraction": "val_fraction", "seed": "seed", "split_seed": "split_seed", "arch": "arch"}
     assert args.no_figure_validation is not fields["figure_validation"]
     assert {cli: getattr(args, cli) for cli in pairs} == {cli: fields[lib] for cli, lib in pairs.items()}

@@ -67,3 +67,35 @@ def test_with_averaged_weights_statistics_are_gathered_for_the_averaged_weights(
     recompute_statistics(model, [x])  # with the weights now in the model: the averaged ones
     for before, bn in zip(gathered, batch_norm_layers(model), strict=True):
         np.testing.assert_allclose(before, bn.moving_mean.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_clean_statistics_come_from_the_training_images_without_augmentation_or_cues(mini_data):
+    """`precise_bn_source="clean"`: the same shuffled training images, as served (no jitter, no figure cues)."""
+    from cxr.data import load_imageset, make_dataset, split_train_val
+    from cxr.train import statistics_batches, training_datasets
+
+    train_set, val_set = split_train_val(load_imageset(mini_data, "train"), 0.15, 0)
+    config = TrainConfig(data=mini_data, image_size=64, batch_size=4, source_cues=1.0, crop_others=1.0)
+    augmented, _ = training_datasets(config, train_set, val_set)
+    assert statistics_batches(config, train_set, augmented) is augmented  # the default: as trained
+    clean_config = TrainConfig(data=mini_data, image_size=64, batch_size=4, source_cues=1.0, crop_others=1.0,
+                               precise_bn_source="clean")
+    clean = next(iter(statistics_batches(clean_config, train_set, augmented)))
+    expected = next(iter(make_dataset(train_set, 64, config.resize_policy, 4, True, None, config.seed, None)))
+    np.testing.assert_array_equal(clean[0].numpy(), expected[0].numpy())
+    np.testing.assert_array_equal(clean[1].numpy(), expected[1].numpy())
+    # The same images as the training pipeline's first batch, but not as degraded and jittered.
+    first = next(iter(augmented))
+    np.testing.assert_array_equal(np.sort(clean[1].numpy()), np.sort(first[1].numpy()))
+    assert not np.allclose(clean[0].numpy(), first[0].numpy())
+    with pytest.raises(ValueError, match="training images"):
+        statistics_batches(clean_config, None, augmented)
+    with pytest.raises(ValueError, match="precise_bn_source"):
+        TrainConfig(data=mini_data, precise_bn_source="validation")
+
+
+def test_training_with_clean_statistics_records_the_source(mini_data, tmp_path):
+    config = TrainConfig(data=mini_data, epochs=1, image_size=64, batch_size=8, precise_bn=2,
+                         precise_bn_source="clean", name="pbn-clean")
+    saved = train(config, ModelStore(tmp_path))
+    assert saved.card.training["config"]["precise_bn_source"] == "clean"
