@@ -50,8 +50,11 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"bn_statistics.py: {e}")
     recorded = card.training.get("config", {})
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    config = TrainConfig(**{**{k: v for k, v in recorded.items() if k in fields}, "data": str(args.data),
-                            "image_size": card.image_size, "resize_policy": card.resize_policy})
+    try:
+        config = TrainConfig(**{**{k: v for k, v in recorded.items() if k in fields}, "data": str(args.data),
+                                "image_size": card.image_size, "resize_policy": card.resize_policy})
+    except (TypeError, ValueError) as e:  # a card from a version whose training settings no longer validate
+        sys.exit(f"bn_statistics.py: the training settings {card.name}'s card records cannot be rebuilt: {e}")
     augmented, val_ds = training_datasets(config, train_set, val_set)
     # Shuffled like training, but neither augmented nor degraded: what `--precise-bn-source clean` averages.
     clean = statistics_batches(dataclasses.replace(config, precise_bn_source="clean"), train_set, augmented)
