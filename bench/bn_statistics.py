@@ -14,7 +14,6 @@ below the model it came from. Validation only: no test image.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -28,26 +27,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def main(argv: list[str] | None = None) -> None:
-    from cxr.cli import resolve_model_path
-    from cxr.config import get_paths
-    from cxr.errors import CxrError
+    from bench.common import model_and_recorded_split
     from cxr.precise_bn import batch_norm_layers, recompute_statistics
-    from cxr.predict import Predictor
-    from cxr.train import TrainConfig, recorded_split, statistics_batches, training_datasets
+    from cxr.train import TrainConfig, statistics_batches, training_datasets
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=None)
-    parser.add_argument("--data", type=Path, default=get_paths().data_root / "cxr-data",
-                        help="the training data the card records (its fingerprint must match)")
-    parser.add_argument("--batches", type=int, default=10,
-                        help="training batches per recomputation (training's default)")
-    args = parser.parse_args(argv)
-    try:
-        predictor = Predictor.from_path(resolve_model_path(args.model))
-        card = predictor.card
-        train_set, val_set = recorded_split(card, args.data)
-    except CxrError as e:
-        sys.exit(f"bn_statistics.py: {e}")
+    def add_arguments(parser):
+        parser.add_argument("--batches", type=int, default=10,
+                            help="training batches per recomputation (training's default)")
+
+    predictor, train_set, val_set, args = model_and_recorded_split(__doc__.splitlines()[0], argv, add_arguments)
+    card = predictor.card
     recorded = card.training.get("config", {})
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     try:

@@ -23,6 +23,34 @@ def model_on_split(description: str, argv: list[str] | None = None):
     return Predictor.from_path(resolve_model_path(args.model)), args
 
 
+def model_and_recorded_split(description: str, argv: list[str] | None = None, add_arguments=None):
+    """Parse --model (default: the active one) and --data (the training data the model's card records,
+    default $CXR_DATA_ROOT/cxr-data), plus whatever `add_arguments(parser)` adds; load the model and
+    the (training, validation) split its card records. A refusal (no such model, other data) exits
+    with its message, not a traceback: (Predictor, training ImageSet, validation ImageSet, args)."""
+    import sys
+
+    from cxr.cli import resolve_model_path
+    from cxr.config import get_paths
+    from cxr.errors import CxrError
+    from cxr.predict import Predictor
+    from cxr.train import recorded_split
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--data", type=Path, default=get_paths().data_root / "cxr-data",
+                        help="the training data the card records (its fingerprint must match)")
+    if add_arguments is not None:
+        add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        predictor = Predictor.from_path(resolve_model_path(args.model))
+        train_set, val_set = recorded_split(predictor.card, args.data)
+    except CxrError as e:
+        sys.exit(f"{Path(sys.argv[0]).name}: {e}")
+    return predictor, train_set, val_set, args
+
+
 def decoded_split(predictor, data: Path, split: str):
     """The labelled images of `split` in the model's class order, and each decoded: (ImageSet, [(H, W) uint8])."""
     from cxr.data import load_imageset

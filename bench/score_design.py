@@ -13,7 +13,6 @@ Measures only; the served score does not change (`cxr.score_design`).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -24,25 +23,19 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def main(argv: list[str] | None = None) -> None:
-    from cxr.cli import resolve_model_path
-    from cxr.config import get_paths
+    from bench.common import model_and_recorded_split
     from cxr.data import load_imageset
     from cxr.decode import decode_image
     from cxr.errors import CxrError
-    from cxr.predict import Predictor
     from cxr.probe import decode_class, degraded_views
     from cxr.score_design import operating_points
-    from cxr.train import recorded_split
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=None)
-    parser.add_argument("--data", type=Path, default=get_paths().data_root / "cxr-data",
-                        help="the training data the card records (its fingerprint must match); its test/ is scored")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the figure-like degradations (the probe's)")
-    args = parser.parse_args(argv)
+    def add_arguments(parser):
+        parser.add_argument("--seed", type=int, default=0, help="seed of the figure-like degradations (the probe's)")
+
+    # --data is the training data the card records; its test/ is scored too.
+    predictor, _, val, args = model_and_recorded_split(__doc__.splitlines()[0], argv, add_arguments)
     try:
-        predictor = Predictor.from_path(resolve_model_path(args.model))
-        val = recorded_split(predictor.card, args.data)[1]
         val_probs = predictor.infer_images([decode_image(p) for p in val.paths])[0]
         test = load_imageset(args.data, "test", predictor.classes)
         sets = {}
