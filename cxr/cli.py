@@ -98,9 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precise-bn", type=int, default=10, metavar="BATCHES",
                    help="validate with batch-norm statistics averaged over this many training batches "
                         "(0 = Keras' moving averages)")
-    p.add_argument("--precise-bn-source", choices=["training", "clean"], default="training",
-                   help="the batches precise batch norm averages: training = augmented and figure-degraded "
-                        "as trained; clean = the same images with neither, as served")
+    p.add_argument("--precise-bn-source", choices=["clean", "training"], default="clean",
+                   help="the batches precise batch norm averages: clean = the training images as served, "
+                        "neither augmented nor figure-degraded; training = the augmented batches as trained")
     p.add_argument("--no-figure-validation", action="store_true",
                    help="keep the epoch with the lowest validation loss alone, not its mean with the loss on "
                         "figure-like copies of the validation images")

@@ -52,7 +52,9 @@ def test_with_averaged_weights_statistics_are_gathered_for_the_averaged_weights(
 
     from cxr.train import compiled_model, training_callbacks
 
-    config = TrainConfig(data=mini_data, image_size=64, batch_size=4, ema=True, precise_bn=1)
+    # The statistics come from the dataset handed to the callbacks here, not from a set of images.
+    config = TrainConfig(data=mini_data, image_size=64, batch_size=4, ema=True, precise_bn=1,
+                         precise_bn_source="training")
     model = compiled_model(config, 3)
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 255, (8, 64, 64, 3)).astype(np.float32)
@@ -75,11 +77,12 @@ def test_clean_statistics_come_from_the_training_images_without_augmentation_or_
     from cxr.train import statistics_batches, training_datasets
 
     train_set, val_set = split_train_val(load_imageset(mini_data, "train"), 0.15, 0)
-    config = TrainConfig(data=mini_data, image_size=64, batch_size=4, source_cues=1.0, crop_others=1.0)
+    config = TrainConfig(data=mini_data, image_size=64, batch_size=4, source_cues=1.0, crop_others=1.0,
+                         precise_bn_source="training")
     augmented, _ = training_datasets(config, train_set, val_set)
-    assert statistics_batches(config, train_set, augmented) is augmented  # the default: as trained
-    clean_config = TrainConfig(data=mini_data, image_size=64, batch_size=4, source_cues=1.0, crop_others=1.0,
-                               precise_bn_source="clean")
+    assert statistics_batches(config, train_set, augmented) is augmented  # as trained
+    clean_config = TrainConfig(data=mini_data, image_size=64, batch_size=4, source_cues=1.0, crop_others=1.0)
+    assert clean_config.precise_bn_source == "clean"  # the default since 2026-12-04
     clean = next(iter(statistics_batches(clean_config, train_set, augmented)))
     expected = next(iter(make_dataset(train_set, 64, config.resize_policy, 4, True, None, config.seed, None)))
     np.testing.assert_array_equal(clean[0].numpy(), expected[0].numpy())
@@ -94,8 +97,9 @@ def test_clean_statistics_come_from_the_training_images_without_augmentation_or_
         TrainConfig(data=mini_data, precise_bn_source="validation")
 
 
-def test_training_with_clean_statistics_records_the_source(mini_data, tmp_path):
-    config = TrainConfig(data=mini_data, epochs=1, image_size=64, batch_size=8, precise_bn=2,
-                         precise_bn_source="clean", name="pbn-clean")
-    saved = train(config, ModelStore(tmp_path))
-    assert saved.card.training["config"]["precise_bn_source"] == "clean"
+def test_training_records_the_statistics_source(mini_data, tmp_path):
+    for source in ("clean", "training"):
+        config = TrainConfig(data=mini_data, epochs=1, image_size=64, batch_size=8, precise_bn=2,
+                             precise_bn_source=source, name=f"pbn-{source}")
+        saved = train(config, ModelStore(tmp_path))
+        assert saved.card.training["config"]["precise_bn_source"] == source
