@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -68,7 +69,7 @@ def test_ensemble_bench_of_one_model_twice_reproduces_that_model(tiny_model, min
     (result,) = r["results"]
     assert result["ensemble"] == result["members"]["tiny"]
     assert 0 <= result["ensemble"]["normal_journal_figure_below_threshold"] <= 1
-    assert result["ensemble"]["validation_log_loss"] > 0
+    assert math.isfinite(result["ensemble"]["validation_log_loss"]) and result["ensemble"]["validation_log_loss"] >= 0
     assert r["summary"]["twice"]["accuracy"]["members_mean"] == result["ensemble"]["accuracy"]
 
 
@@ -134,7 +135,7 @@ def test_bn_statistics_bench_scores_the_saved_and_both_recomputed_statistics(tin
     assert r["batch_norm_layers"] > 0 and sum(r["validation"].values()) > 0
     for name in ("saved", "recomputed_augmented", "recomputed_clean"):
         figures = r[name]
-        assert 0 <= figures["accuracy"] <= 1 and figures["log_loss"] > 0
+        assert 0 <= figures["accuracy"] <= 1 and math.isfinite(figures["log_loss"]) and figures["log_loss"] >= 0
         assert sum(figures["called"].values()) == sum(r["validation"].values())
     # Recomputing from a few batches of a 2-epoch model moves its statistics.
     assert r["recomputed_augmented"]["mean_shift"] > 0 and r["recomputed_clean"]["mean_shift"] > 0

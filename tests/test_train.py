@@ -43,7 +43,9 @@ def test_training_on_mini_set_lowers_the_loss_and_saves_a_complete_model(mini_da
     # The validation X-rays stored as another hospital might, and the between-model figure built on them.
     acquisition = card.metrics["validation_acquisition"]
     assert set(acquisition["changes"]) == set(CHANGES)
-    assert all(c["n"] == card.metrics["validation"]["n"] and c["log_loss"] > 0 for c in acquisition["changes"].values())
+    # A log-loss is stored to 4 decimals: on 4 validation images a confident model can round to 0.0.
+    assert all(c["n"] == card.metrics["validation"]["n"] and np.isfinite(c["log_loss"]) and c["log_loss"] >= 0
+               for c in acquisition["changes"].values())
     score = card.metrics["selection"]
     assert score["clean_log_loss"] == card.metrics["calibration"]["nll_after"]
     assert score["acquisition_log_loss"] == acquisition["mean_log_loss"]
