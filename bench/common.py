@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +29,6 @@ def model_and_recorded_split(description: str, argv: list[str] | None = None, ad
     default $CXR_DATA_ROOT/cxr-data), plus whatever `add_arguments(parser)` adds; load the model and
     the (training, validation) split its card records. A refusal (no such model, other data) exits
     with its message, not a traceback: (Predictor, training ImageSet, validation ImageSet, args)."""
-    import sys
-
     from cxr.cli import resolve_model_path
     from cxr.config import get_paths
     from cxr.errors import CxrError
