@@ -155,7 +155,7 @@ def test_train_command_defaults_are_the_library_defaults():
     import dataclasses
 
     from cxr.cli import build_parser
-    from cxr.train import TrainConfig
+    from cxr.train import PRECISE_BN_SOURCES, TrainConfig
 
     args = build_parser().parse_args(["train", "--data", "x"])
     fields = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
@@ -165,6 +165,10 @@ def test_train_command_defaults_are_the_library_defaults():
              "val_fraction": "val_fraction", "seed": "seed", "split_seed": "split_seed", "arch": "arch"}
     assert args.no_figure_validation is not fields["figure_validation"]
     assert {cli: getattr(args, cli) for cli in pairs} == {cli: fields[lib] for cli, lib in pairs.items()}
+    # The literal choices of --precise-bn-source are the library's sources.
+    for source in PRECISE_BN_SOURCES:
+        chosen = build_parser().parse_args(["train", "--data", "x", "--precise-bn-source", source])
+        assert chosen.precise_bn_source == source
 
 
 def test_calibrate_refits_what_training_fitted(tiny_model, tmp_path):
