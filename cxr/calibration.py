@@ -3,7 +3,9 @@
 Temperature scaling (Guo et al. 2017) divides the logits by one scalar T chosen to minimise the
 negative log-likelihood on held-out data: it changes how confident the model is, not what it
 predicts. The COVID-19 threshold is the highest P(COVID19) cut that still finds the requested
-share of the validation COVID-19 images: missing a case costs more than a second look.
+share of the validation COVID-19 images: missing a case costs more than a second look. The share is
+counted per image ("images") or with each patient or publication weighing one ("groups"), so that one
+paper's many films of a few patients do not set the threshold alone.
 """
 
 from __future__ import annotations
@@ -47,6 +49,48 @@ def threshold_for_sensitivity(p_positive: np.ndarray, is_positive: np.ndarray, s
     return float(np.floor(scores[allowed_misses(len(scores), sensitivity)] * 1e4) / 1e4)  # round down: it stays found
 
 
+# How a threshold counts the validation COVID-19 images it must find: each image once, or each group
+# (a patient, or a paper's patients together: the manifest's group_id) once, its images sharing its weight.
+THRESHOLD_RULES = ("images", "groups")
+
+
+def group_weights(groups) -> np.ndarray:
+    """Each item's weight when every group weighs one: 1 / (its group's number of items)."""
+    groups = np.asarray(groups, dtype=object)
+    _, inverse, counts = np.unique(groups.astype(str), return_inverse=True, return_counts=True)
+    return 1.0 / counts[inverse]
+
+
+def threshold_for_weighted_sensitivity(p_positive: np.ndarray, is_positive: np.ndarray, weights: np.ndarray,
+                                       sensitivity: float = 0.95) -> float:
+    """Highest threshold t at which the positives at or above t carry >= `sensitivity` of the positives'
+    weight; 0.5 if no positives. With equal weights this is `threshold_for_sensitivity`."""
+    is_positive = np.asarray(is_positive, bool)
+    scores = np.asarray(p_positive, np.float64)[is_positive]
+    if len(scores) == 0:
+        return 0.5
+    w = np.asarray(weights, np.float64)[is_positive]
+    order = np.argsort(scores, kind="stable")
+    scores, w = scores[order], w[order]
+    # missed[k]: the weight left below a cut at the k-th lowest score; the highest k within budget sets it.
+    missed = np.concatenate([[0.0], np.cumsum(w)[:-1]])
+    k = int(np.flatnonzero(missed <= (1 - sensitivity) * w.sum() + 1e-9)[-1])
+    return float(np.floor(scores[k] * 1e4) / 1e4)  # round down: it stays found
+
+
+def covid_threshold(p_covid: np.ndarray, is_covid: np.ndarray, sensitivity: float = 0.95, rule: str = "images",
+                    groups=None) -> float:
+    """The COVID-19 threshold by `rule` (THRESHOLD_RULES); "groups" without groups counts each image once."""
+    if rule not in THRESHOLD_RULES:
+        raise ValueError(f"Unknown threshold rule {rule!r}; choose one of {', '.join(THRESHOLD_RULES)}.")
+    if rule == "images" or groups is None:
+        return threshold_for_sensitivity(p_covid, is_covid, sensitivity)
+    is_covid = np.asarray(is_covid, bool)
+    weights = np.zeros(len(is_covid))
+    weights[is_covid] = group_weights(np.asarray(groups, dtype=object)[is_covid])
+    return threshold_for_weighted_sensitivity(p_covid, is_covid, weights, sensitivity)
+
+
 def allowed_misses(n: int, sensitivity: float) -> int:
     """How many of n positives a threshold for `sensitivity` may leave below it: floor((1 - s) n)."""
     return int(np.floor((1 - sensitivity) * n + 1e-9))
@@ -66,7 +110,8 @@ def threshold_evidence(calibration: dict) -> dict | None:
     if n == 0:
         return None
     target = calibration.get("target_sensitivity", 0.95)
-    found = n - allowed_misses(n, target)
+    # Cards since the "groups" rule record the count; under the image rule it is what the target allows.
+    found = int(calibration.get("covid_found_validation", n - allowed_misses(n, target)))
     out = {"target_sensitivity": target, "found": found, "n": n, "sensitivity_ci": proportion_ci(found, n)}
     groups = int(calibration.get("n_covid_validation_groups") or 0)
     if groups:
@@ -81,7 +126,12 @@ def describe_threshold(threshold: float, calibration: dict) -> str:
     if "target_sensitivity" not in calibration:
         return ""
     return (f"COVID-19 threshold {threshold:.3f}, set for {calibration['target_sensitivity']:.0%} validation "
-            "sensitivity." + describe_evidence(calibration))
+            f"sensitivity{rule_words(calibration)}." + describe_evidence(calibration))
+
+
+def rule_words(calibration: dict) -> str:
+    """', each patient or publication counted once' for a threshold set by the "groups" rule, else ''."""
+    return ", each patient or publication counted once" if calibration.get("threshold_rule") == "groups" else ""
 
 
 def describe_evidence(calibration: dict) -> str:

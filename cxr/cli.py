@@ -101,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precise-bn-source", choices=["clean", "training"], default="clean",
                    help="the batches precise batch norm averages: clean = the training images as served, "
                         "neither augmented nor figure-degraded; training = the augmented batches as trained")
+    _threshold_rule_arg(p, "images")
     p.add_argument("--no-figure-validation", action="store_true",
                    help="keep the epoch with the lowest validation loss alone, not its mean with the loss on "
                         "figure-like copies of the validation images")
@@ -137,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "e.g. 0.92,1,1.08); 1 alone: one view")
     p.add_argument("--test-time-shift", type=float, default=0.0, metavar="F",
                    help="with --test-time-scales, also shift each view left and right by this fraction of the box")
+    _threshold_rule_arg(p, None)
     p.set_defaults(run=cmd_calibrate)
 
     p = sub.add_parser("ensemble", help="average models that held out the same validation images into one "
@@ -223,6 +225,16 @@ def cmd_summary(args) -> int:
     return EXIT_OK
 
 
+def _threshold_rule_arg(parser, default: str | None) -> None:
+    # A literal, like --precise-bn-source's choices, so --help needs no TensorFlow; tests/test_cli.py
+    # checks it against cxr.calibration.THRESHOLD_RULES.
+    keep = " (default: the card's rule)" if default is None else ""
+    parser.add_argument("--threshold-rule", choices=["images", "groups"], default=default,
+                        help="how the COVID-19 threshold counts the validation COVID-19 images for its 95 %% "
+                             "sensitivity: images = each once; groups = each patient or publication once, its "
+                             "images sharing one weight" + keep)
+
+
 def cmd_train(args) -> int:
     from cxr.store import ModelStore
     from cxr.train import TrainConfig, train
@@ -240,7 +252,7 @@ def cmd_train(args) -> int:
         split_seed=args.split_seed, binary=args.binary, ema=args.ema,
         lung_gate=args.lung_gate, fine_map=args.fine_map, atrous=args.atrous,
         init_from=str(resolve_model_path(args.init_from)) if args.init_from else None, init_member=args.init_member,
-        precise_bn=args.precise_bn, precise_bn_source=args.precise_bn_source,
+        precise_bn=args.precise_bn, precise_bn_source=args.precise_bn_source, threshold_rule=args.threshold_rule,
         figure_validation=not args.no_figure_validation,
         classes=tuple(args.classes.split(",")) if args.classes else None, name=args.name,
         command=_command_line(),
@@ -277,7 +289,7 @@ def cmd_calibrate(args) -> int:
     from cxr.views import grid
 
     views = None if args.test_time_scales is None else grid(args.test_time_scales, args.test_time_shift)
-    card = refinalize(resolve_model_path(args.model), views)
+    card = refinalize(resolve_model_path(args.model), views, args.threshold_rule)
     print(json.dumps({"name": card.name, "test_time_views": card.test_time_views, **card.metrics["calibration"]}))
     return EXIT_OK
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cxr.calibration import threshold_for_sensitivity
+from cxr.calibration import covid_threshold
 from cxr.decode import decode_image
 from cxr.errors import ModelError
 from cxr.metrics import COVID, groups_found
@@ -23,7 +23,7 @@ def threshold_report(predictor, data_path: Path | None = None) -> dict:
     """The validation COVID-19 images behind `predictor`'s threshold, lowest P(COVID19) first.
 
     `data_path` stands in for the training data the card records (its fingerprint must match).
-    {"model", "card_threshold", "refitted_threshold", "target_sensitivity", "n_covid_validation",
+    {"model", "card_threshold", "refitted_threshold", "target_sensitivity", "threshold_rule", "n_covid_validation",
      "groups", "groups_found", "largest_group",
      "images": [{"file", "path", "group", "p_covid", "called", "p_called"}] (called: the most probable class),
      "threshold_without_group": {group: {"images", "threshold"}}, highest threshold first}.
@@ -43,18 +43,21 @@ def threshold_report(predictor, data_path: Path | None = None) -> dict:
     # What the model calls each image: a COVID-19 film it calls pneumonia sets the threshold for a
     # different reason (the classes overlap) than one it calls normal (a film that shows little).
     called = probs.argmax(axis=1)
-    target = (card.metrics.get("calibration") or {}).get("target_sensitivity", 0.95)
+    calibration = card.metrics.get("calibration") or {}
+    target = calibration.get("target_sensitivity", 0.95)
+    rule = calibration.get("threshold_rule", "images")  # refit the way the card's threshold was set
     all_positive = np.ones(len(paths), bool)
-    threshold = threshold_for_sensitivity(p_covid, all_positive, target)
+    threshold = covid_threshold(p_covid, all_positive, target, rule, groups)
     left_out = {}
     for name in sorted(set(groups)):
         rest = groups != name
         left_out[str(name)] = {"images": int((~rest).sum()),
-                               "threshold": threshold_for_sensitivity(p_covid[rest], all_positive[rest], target)}
+                               "threshold": covid_threshold(p_covid[rest], all_positive[rest], target, rule,
+                                                            groups[rest])}
     order = np.argsort(p_covid, kind="stable")
     return {
         "model": card.name, "card_threshold": card.covid_threshold, "refitted_threshold": threshold,
-        "target_sensitivity": target, "n_covid_validation": len(paths),
+        "target_sensitivity": target, "threshold_rule": rule, "n_covid_validation": len(paths),
         **groups_found(p_covid >= threshold, groups),
         "images": [{"file": paths[i].name, "path": str(paths[i]), "group": str(groups[i]),
                     "p_covid": round(float(p_covid[i]), 4), "called": card.classes[called[i]],
@@ -70,9 +73,11 @@ def describe_lowest(report: dict) -> str | None:
     pneumonia: to catch it, every X-ray at least that COVID-19-like is flagged, whatever it is called.
     """
     images = report.get("images") or []
-    if not images or images[0].get("called", COVID) == COVID:
+    # The lowest image the threshold keeps: the lowest of all unless the rule lets some stay below it.
+    threshold = report.get("refitted_threshold")
+    lowest = next((i for i in images if threshold is None or i["p_covid"] >= threshold), None)
+    if lowest is None or lowest.get("called", COVID) == COVID:
         return None
-    lowest = images[0]
     return (f"The image that sets the threshold, {lowest['file']}, is called {lowest['called']} by this model "
             f"({lowest['p_called']:.0%}). To catch it, the threshold sits at its P(COVID-19) "
             f"({lowest['p_covid']:.3f}), and any X-ray scoring at least that much is flagged as COVID-19, "

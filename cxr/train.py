@@ -16,7 +16,15 @@ import numpy as np
 import cxr
 from cxr import selection
 from cxr.acquisition import on_validation
-from cxr.calibration import covid_group_counts, fit_temperature, nll, threshold_for_sensitivity
+from cxr.calibration import (
+    THRESHOLD_RULES,
+    covid_group_counts,
+    covid_threshold,
+    fit_temperature,
+    group_weights,
+    nll,
+    threshold_for_sensitivity,
+)
 from cxr.card import ModelCard
 from cxr.data import ImageSet, figure_like, fingerprint, load_imageset, make_dataset, split_train_val
 from cxr.distribute import is_chief, make_strategy
@@ -106,6 +114,10 @@ class TrainConfig:
     # paired run from scratch kept a better epoch with clean ones (validation log-loss 0.595 against
     # 0.706; bench/results/bn-statistics-source-from-scratch-2026-12-04.json).
     precise_bn_source: str = "clean"
+    # How the COVID-19 threshold counts the validation COVID-19 images (cxr.calibration.THRESHOLD_RULES):
+    # "images", each once; "groups", each patient or publication once, which one paper's many films
+    # cannot dominate (8 of the 14 validation COVID-19 images of the default split are one paper's).
+    threshold_rule: str = "images"
     # Keep the epoch with the lowest mean of the validation loss and the loss on figure-like copies
     # of the validation images (cxr.selection); False = validation loss alone, which rewarded the
     # crop shortcut (a 40-epoch run won on validation with a crop rise of +0.17).
@@ -160,6 +172,8 @@ class TrainConfig:
             raise ValueError("precise_bn must be >= 0 batches")
         if self.precise_bn_source not in PRECISE_BN_SOURCES:
             raise ValueError(f"precise_bn_source must be one of {', '.join(PRECISE_BN_SOURCES)}")
+        if self.threshold_rule not in THRESHOLD_RULES:
+            raise ValueError(f"threshold_rule must be one of {', '.join(THRESHOLD_RULES)}")
         if self.epochs < 1 or self.batch_size < 1 or self.image_size < 32:
             raise ValueError("epochs and batch_size must be >= 1, image_size >= 32")
 
@@ -288,7 +302,7 @@ def train(
         info = default_segmenter().info
         card.training["lung_segmenter"] = {"sha256": info.get("sha256"), "test": info.get("test")}
     write_extra = finalize(model, card, train_set, val_set, config.batch_size, figure_val,
-                           config.validation_seed)
+                           config.validation_seed, config.threshold_rule)
     saved = store.save(model, card, write_extra)
     if activate:
         store.activate(saved.name)
@@ -403,20 +417,23 @@ def _shard_by_data(ds):
 
 
 def finalize(model, card: ModelCard, train_set: ImageSet, val_set: ImageSet, batch_size: int = 32,
-             figure_val: tuple[np.ndarray, np.ndarray] | None = None, seed: int = 0) -> Callable[[Path], None]:
+             figure_val: tuple[np.ndarray, np.ndarray] | None = None, seed: int = 0,
+             threshold_rule: str | None = None) -> Callable[[Path], None]:
     """Everything a trained model needs besides its weights, all fitted on training/validation data.
 
     Sets the temperature, COVID-19 threshold and validation metrics on `card` (and, given the
     figure-like validation copies, the same metrics on them), the metrics on the validation X-rays
     stored as another hospital might, and the between-model selection figure; returns the function
-    that writes the templates and the OOD gate into the model's folder.
+    that writes the templates and the OOD gate into the model's folder. `threshold_rule`: see
+    `calibrate` (None keeps the card's).
     """
     from cxr.predict import Predictor
 
     predictor = Predictor(model, card)
     card.temperature = 1.0
     val_probs, val_labels, val_features = predictor.infer_imageset(val_set, batch_size)
-    card.metrics["calibration"] = calibrate(card, val_probs, val_labels, groups=val_set.groups)
+    card.metrics["calibration"] = calibrate(card, val_probs, val_labels, groups=val_set.groups,
+                                            threshold_rule=threshold_rule)
     val_probs = apply_temperature(val_probs, card.temperature)
     card.metrics["validation"] = validation_metrics(val_probs, val_labels, card)
     report_figures = figure_val is not None
@@ -488,24 +505,25 @@ def validation_seed(config: dict) -> int:
     return config.get("seed", 0) if split_seed is None else split_seed
 
 
-def refinalize(path: Path, views=None) -> ModelCard:
+def refinalize(path: Path, views=None, threshold_rule: str | None = None) -> ModelCard:
     """Refit calibration, threshold, templates and OOD gate of a saved model on the data and
     validation split its card records (for models saved before these existed, or with new
-    test-time `views`, `cxr.views`; None keeps the card's). Rewrites the card and the extras in
-    place, each atomically; the weights are untouched."""
+    test-time `views`, `cxr.views`, or a new `threshold_rule`; None keeps the card's). Rewrites the
+    card and the extras in place, each atomically; the weights are untouched."""
     from cxr.store import load_model
     from cxr.views import check_views
 
     model, card = load_model(Path(path))
     if views is not None:
         card.test_time_views = [list(view) for view in check_views(views)]
-    write_extra = finalize_on_recorded_split(model, card)
+    write_extra = finalize_on_recorded_split(model, card, threshold_rule=threshold_rule)
     write_extra(Path(path))
     card.save(Path(path))
     return card
 
 
-def finalize_on_recorded_split(model, card: ModelCard, data_path: Path | None = None) -> Callable[[Path], None]:
+def finalize_on_recorded_split(model, card: ModelCard, data_path: Path | None = None,
+                               threshold_rule: str | None = None) -> Callable[[Path], None]:
     """`finalize` on the data and validation split the card records (refitting a saved model, or
     fitting an ensemble whose members share that split). `data_path` stands in for the recorded
     path (the same data elsewhere): its fingerprint must be the recorded one."""
@@ -514,7 +532,7 @@ def finalize_on_recorded_split(model, card: ModelCard, data_path: Path | None = 
     seed = validation_seed(cfg)
     figure_val = (figure_validation_set(val_set, card.image_size, card.resize_policy, seed, card.test_time_views)
                   if cfg.get("figure_validation") else None)
-    return finalize(model, card, train_set, val_set, cfg.get("batch_size", 32), figure_val, seed)
+    return finalize(model, card, train_set, val_set, cfg.get("batch_size", 32), figure_val, seed, threshold_rule)
 
 
 def recorded_split(card: ModelCard, data_path: Path | None = None) -> tuple[ImageSet, ImageSet]:
@@ -534,12 +552,15 @@ def recorded_split(card: ModelCard, data_path: Path | None = None) -> tuple[Imag
 
 
 def calibrate(card: ModelCard, val_probs: np.ndarray, val_labels: np.ndarray,
-              sensitivity: float = 0.95, groups: list[str] | None = None) -> dict:
+              sensitivity: float = 0.95, groups: list[str] | None = None, threshold_rule: str | None = None) -> dict:
     """Fit the temperature and the COVID-19 threshold on validation; set them on `card`.
 
     Given each validation image's group (patient or publication), the card also records how many
     groups the COVID-19 images come from: images of one patient are not independent evidence.
+    `threshold_rule` (THRESHOLD_RULES) says how the threshold counts them; None keeps the rule of the
+    card's last calibration ("images" for a new card), so a refit does not change it unasked.
     """
+    rule = threshold_rule or (card.metrics.get("calibration") or {}).get("threshold_rule", "images")
     card.temperature = fit_temperature(val_probs, val_labels)
     calibrated = apply_temperature(val_probs, card.temperature)
     out = {
@@ -552,11 +573,18 @@ def calibrate(card: ModelCard, val_probs: np.ndarray, val_labels: np.ndarray,
     }
     if COVID in card.classes:
         covid = card.classes.index(COVID)
-        card.covid_threshold = threshold_for_sensitivity(calibrated[:, covid], val_labels == covid, sensitivity)
-        out.update(covid_threshold=card.covid_threshold, target_sensitivity=sensitivity,
-                   n_covid_validation=int((val_labels == covid).sum()))
+        p_covid, is_covid = calibrated[:, covid], val_labels == covid
+        card.covid_threshold = covid_threshold(p_covid, is_covid, sensitivity, rule, groups or None)
+        found = is_covid & (p_covid >= card.covid_threshold)
+        out.update(covid_threshold=card.covid_threshold, target_sensitivity=sensitivity, threshold_rule=rule,
+                   n_covid_validation=int(is_covid.sum()), covid_found_validation=int(found.sum()))
         if groups:
-            out.update(covid_group_counts(calibrated[:, covid], val_labels == covid, groups, card.covid_threshold))
+            out.update(covid_group_counts(p_covid, is_covid, groups, card.covid_threshold))
+            if rule == "groups" and is_covid.any():
+                weights = group_weights(np.asarray(groups, dtype=object)[is_covid])
+                out.update(covid_group_weighted_sensitivity=round(float(weights[found[is_covid]].sum()
+                                                                        / weights.sum()), 4),
+                           covid_threshold_by_images=threshold_for_sensitivity(p_covid, is_covid, sensitivity))
     return out
 
 

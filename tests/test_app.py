@@ -238,6 +238,8 @@ def test_retrain_page_trains_evaluates_and_activates(app_env):
     at.checkbox(key="lung-gate").check()
     assert at.checkbox(key="fine-map").value == TrainConfig.fine_map
     at.checkbox(key="fine-map").check()
+    assert at.selectbox(key="threshold-rule").value == TrainConfig.threshold_rule
+    at.selectbox(key="threshold-rule").set_value("groups")
     at.button[0].click()  # form submit
     at.run()
     assert not at.exception and not at.error
@@ -252,7 +254,9 @@ def test_retrain_page_trains_evaluates_and_activates(app_env):
     shown = texts(at)
     assert f"Saved as **{job.result.name}**" in "\n".join(s.value for s in at.success)
     assert "new model vs the active one" in shown
-    assert f"COVID-19 threshold {job.result.card.covid_threshold:.3f}, set for 95% validation sensitivity." in shown
+    assert (f"COVID-19 threshold {job.result.card.covid_threshold:.3f}, set for 95% validation sensitivity, "
+            "each patient or publication counted once." in shown)
+    assert job.result.card.metrics["calibration"]["threshold_rule"] == "groups"
     compared = next(d.value for d in at.dataframe if "COVID-19 threshold" in d.value.columns)
     assert compared.loc["new", "COVID-19 threshold"] == job.result.card.covid_threshold
     assert "of normals below the COVID-19 threshold (clean" in shown  # figure-like validation
@@ -266,6 +270,7 @@ def test_retrain_page_trains_evaluates_and_activates(app_env):
     assert trained.layers[1].name == "equalize" and trained.get_layer("lung_gate")
     assert job.result.card.training["config"]["lung_gate"] is True
     assert job.result.card.training["config"]["fine_map"] is True
+    assert job.result.card.training["config"]["threshold_rule"] == "groups"
     side = job.result.card.image_size
     assert trained.get_layer("lung_gate").output.shape[1:3] == (side // 16, side // 16)  # the finer grid
     at.button(key="activate-new").click()

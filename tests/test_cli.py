@@ -154,6 +154,7 @@ def test_train_command_defaults_are_the_library_defaults():
     from TrainConfig's, which the app's Retrain page reads."""
     import dataclasses
 
+    from cxr.calibration import THRESHOLD_RULES
     from cxr.cli import build_parser
     from cxr.train import PRECISE_BN_SOURCES, TrainConfig
 
@@ -161,7 +162,7 @@ def test_train_command_defaults_are_the_library_defaults():
     fields = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     pairs = {"epochs": "epochs", "batch_size": "batch_size", "lr": "learning_rate", "resize": "resize_policy",
              "source_cues": "source_cues", "patience": "patience", "precise_bn": "precise_bn",
-             "precise_bn_source": "precise_bn_source",
+             "precise_bn_source": "precise_bn_source", "threshold_rule": "threshold_rule",
              "val_fraction": "val_fraction", "seed": "seed", "split_seed": "split_seed", "arch": "arch"}
     assert args.no_figure_validation is not fields["figure_validation"]
     assert {cli: getattr(args, cli) for cli in pairs} == {cli: fields[lib] for cli, lib in pairs.items()}
@@ -169,6 +170,11 @@ def test_train_command_defaults_are_the_library_defaults():
     for source in PRECISE_BN_SOURCES:
         chosen = build_parser().parse_args(["train", "--data", "x", "--precise-bn-source", source])
         assert chosen.precise_bn_source == source
+    # So are --threshold-rule's, for train and calibrate; calibrate keeps the card's rule unless told.
+    for rule in THRESHOLD_RULES:
+        assert build_parser().parse_args(["train", "--data", "x", "--threshold-rule", rule]).threshold_rule == rule
+        assert build_parser().parse_args(["calibrate", "--threshold-rule", rule]).threshold_rule == rule
+    assert build_parser().parse_args(["calibrate"]).threshold_rule is None
 
 
 def test_calibrate_refits_what_training_fitted(tiny_model, tmp_path):
@@ -189,6 +195,17 @@ def test_calibrate_refits_what_training_fitted(tiny_model, tmp_path):
     assert card["covid_threshold"] == pytest.approx(original["covid_threshold"])
     for key in ("validation", "validation_figure_like"):
         assert card["metrics"][key]["accuracy"] == pytest.approx(original["metrics"][key]["accuracy"])
+    assert card["metrics"]["calibration"]["threshold_rule"] == "images"
+
+    # Counting each validation group once: recorded, the image rule's threshold beside it, and kept by a refit.
+    out = run_cli("calibrate", "--model", model, "--threshold-rule", "groups")
+    assert out.returncode == 0, out.stderr
+    by_groups = json.loads((model / "card.json").read_text())["metrics"]["calibration"]
+    assert by_groups["threshold_rule"] == "groups"
+    assert by_groups["covid_threshold_by_images"] == pytest.approx(original["covid_threshold"])
+    assert by_groups["covid_group_weighted_sensitivity"] >= 0.95
+    assert run_cli("calibrate", "--model", model).returncode == 0
+    assert json.loads((model / "card.json").read_text())["metrics"]["calibration"]["threshold_rule"] == "groups"
 
     del stripped["training"]["data"]
     (model / "card.json").write_text(json.dumps(stripped))

@@ -119,10 +119,15 @@ def threshold_images(model_path: str, data: str) -> dict:
 def show_threshold_images(report: dict) -> None:
     """The validation COVID-19 images behind the threshold, lowest first, and each group left out."""
     images = report["images"]
+    if report.get("threshold_rule") == "groups":
+        how = (f"Each patient or publication weighs one, its images sharing that weight, and the threshold "
+               f"({report['refitted_threshold']:.3f}) is the highest that keeps "
+               f"{report['target_sensitivity']:.0%} of that weight at or above it. ")
+    else:
+        how = (f"With fewer than 20, every one must clear a threshold for {report['target_sensitivity']:.0%} "
+               f"sensitivity, so the lowest sets it ({report['refitted_threshold']:.3f}). ")
     st.caption(f"The {len(images)} validation COVID-19 images from {report['groups']} patients or publications, "
-               f"lowest P(COVID-19) first. With fewer than 20, every one must clear a threshold for "
-               f"{report['target_sensitivity']:.0%} sensitivity, so the lowest sets it "
-               f"({report['refitted_threshold']:.3f}). That may be a film that shows little: it still counts, "
+               f"lowest P(COVID-19) first. {how}A film that shows little still counts, "
                "as the label is the patient's diagnosis, not the film's finding.")
     cols = st.columns(4)
     for col, image in zip(cols, images[:4], strict=False):

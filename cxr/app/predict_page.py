@@ -11,7 +11,7 @@ import streamlit as st
 
 from cxr.app.charts import probability_bars
 from cxr.app.resources import active_model_path, load_explainer, load_model_templates, load_predictor
-from cxr.calibration import grouped_evidence_note, threshold_evidence
+from cxr.calibration import grouped_evidence_note, rule_words, threshold_evidence
 from cxr.errors import CxrError
 from cxr.pipeline import analyze, boxed_png, explain, overlay_png
 from cxr.preprocess import LUNG_POLICIES
@@ -45,7 +45,8 @@ with st.sidebar:
     method = st.selectbox("Saliency method", list(METHODS), format_func=METHODS.get, key="method")
     opacity = st.slider("Overlay opacity", 0.0, 1.0, 0.45, 0.05, key="opacity")
     evidence = threshold_evidence(card.metrics.get("calibration") or {})
-    uncertainty = (f", set for {evidence['target_sensitivity']:.0%} sensitivity on {evidence['n']} validation "
+    uncertainty = (f", set for {evidence['target_sensitivity']:.0%} sensitivity"
+                   f"{rule_words(card.metrics.get('calibration') or {})} on {evidence['n']} validation "
                    f"COVID-19 images: the true sensitivity could be as low as {evidence['sensitivity_ci'][0]:.0%}."
                    + grouped_evidence_note(evidence) if evidence else ".")
     threshold = st.slider("COVID-19 threshold", 0.0, 1.0, float(card.covid_threshold), 0.01,

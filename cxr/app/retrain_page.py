@@ -10,7 +10,7 @@ import streamlit as st
 from cxr import selection
 from cxr.app.charts import training_curves
 from cxr.app.resources import clear_model_caches, job_runner, model_store
-from cxr.calibration import describe_threshold
+from cxr.calibration import THRESHOLD_RULES, describe_threshold
 from cxr.config import get_paths
 from cxr.data import load_imageset
 from cxr.datasets import list_datasets
@@ -82,6 +82,14 @@ else:
                                     "Grad-CAM cells are half as wide and heat on a lung's edge spills less "
                                     "over the box's edge. With 'Decide from the lungs only' this met the "
                                     "border-heat target over three seeds, but those models were less accurate.")
+        threshold_rule = c1.selectbox("COVID-19 threshold counts", THRESHOLD_RULES, key="threshold-rule",
+                                      index=THRESHOLD_RULES.index(TrainConfig.threshold_rule),
+                                      format_func={"images": "each validation image once",
+                                                   "groups": "each patient or publication once"}.get,
+                                      help="The threshold is the highest that still finds 95 % of the validation "
+                                           "COVID-19 X-rays. Counted per patient or publication, a paper with "
+                                           "many films of a few patients cannot set it alone; the manifest's "
+                                           "group_id names the groups (without one, each image is its own).")
         submitted = st.form_submit_button("Start training", type="primary", disabled=not counts)
     if submitted:
         try:
@@ -90,6 +98,7 @@ else:
                                  augment=augment, patience=int(patience), source_cues=float(cues),
                                  crop_others=float(crop_others), intensity=intensity,
                                  lung_gate=lung_gate, fine_map=fine_map, resize_policy=framing,
+                                 threshold_rule=threshold_rule,
                                  command=f"app: retrain on {choice.name}")
             runner.start(config, store)
         except (CxrError, ValueError) as exc:
