@@ -148,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, default=None,
                    help="where the members' training data is now (default: where their cards say)")
     p.add_argument("--activate", action="store_true", help="make the ensemble the active model")
+    _threshold_rule_arg(p, None, "the members' rule if they share one, else images")
     p.set_defaults(run=cmd_ensemble)
 
     p = sub.add_parser("lung-gate", help="re-read a saved cxrnet model (or ensemble) over its lung fields on a "
@@ -225,10 +226,10 @@ def cmd_summary(args) -> int:
     return EXIT_OK
 
 
-def _threshold_rule_arg(parser, default: str | None) -> None:
+def _threshold_rule_arg(parser, default: str | None, otherwise: str = "the card's rule") -> None:
     # A literal, like --precise-bn-source's choices, so --help needs no TensorFlow; tests/test_cli.py
     # checks it against cxr.calibration.THRESHOLD_RULES.
-    keep = " (default: the card's rule)" if default is None else ""
+    keep = f" (default: {otherwise})" if default is None else ""
     parser.add_argument("--threshold-rule", choices=["images", "groups"], default=default,
                         help="how the COVID-19 threshold counts the validation COVID-19 images for its 95 %% "
                              "sensitivity: images = each once; groups = each patient or publication once, its "
@@ -300,7 +301,7 @@ def cmd_ensemble(args) -> int:
 
     store = ModelStore(get_paths().model_dir)
     model, card, write_extra = make_ensemble([resolve_model_path(m) for m in args.members], args.name, args.data,
-                                             command=_command_line())
+                                             command=_command_line(), threshold_rule=args.threshold_rule)
     saved = store.save(model, card, write_extra)
     if args.activate:
         store.activate(saved.name)

@@ -126,10 +126,12 @@ def build_ensemble(members: list, temperatures: list[float] | None = None,
     return keras.Model(image, keras.layers.Activation("softmax", name="probs")(mean), name="ensemble")
 
 
-def make_ensemble(paths: list[Path], name: str, data: Path | None = None, command: str = ""):
+def make_ensemble(paths: list[Path], name: str, data: Path | None = None, command: str = "",
+                  threshold_rule: str | None = None):
     """Load the members, build the ensemble and fit its temperature, COVID-19 threshold, OOD gate
     and templates on the members' shared validation split -> (model, card, write_extra), ready for
-    `ModelStore.save`. `data`: where the training data is now, if not where the cards say."""
+    `ModelStore.save`. `data`: where the training data is now, if not where the cards say.
+    `threshold_rule`: cxr.calibration.THRESHOLD_RULES; None = the members' rule if they share one, else "images"."""
     from cxr.store import load_model
     from cxr.train import finalize_on_recorded_split
 
@@ -147,7 +149,9 @@ def make_ensemble(paths: list[Path], name: str, data: Path | None = None, comman
         training={**training, "command": command,
                   "ensemble_of": [member for c in cards for member in _members(c)]},
     )
-    write_extra = finalize_on_recorded_split(model, card, data)
+    rules = {(c.metrics.get("calibration") or {}).get("threshold_rule", "images") for c in cards}
+    rule = threshold_rule or (rules.pop() if len(rules) == 1 else "images")
+    write_extra = finalize_on_recorded_split(model, card, data, threshold_rule=rule)
     return model, card, write_extra
 
 

@@ -174,6 +174,8 @@ def test_train_command_defaults_are_the_library_defaults():
     for rule in THRESHOLD_RULES:
         assert build_parser().parse_args(["train", "--data", "x", "--threshold-rule", rule]).threshold_rule == rule
         assert build_parser().parse_args(["calibrate", "--threshold-rule", rule]).threshold_rule == rule
+        ensemble = build_parser().parse_args(["ensemble", "a", "--name", "b", "--threshold-rule", rule])
+        assert ensemble.threshold_rule == rule
     assert build_parser().parse_args(["calibrate"]).threshold_rule is None
 
 

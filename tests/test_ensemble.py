@@ -101,10 +101,14 @@ def test_ensemble_command_saves_a_calibrated_gated_model_that_serves_like_its_me
     img = np.random.default_rng(2).integers(40, 200, (120, 100), dtype=np.uint8)
     np.testing.assert_allclose(twice.predict_proba([img]), tiny.predict_proba([img]), atol=1e-3)
     # A saved ensemble can take one more member; the card lists the members, not the ensemble.
-    out = run_cli("ensemble", "twice", tiny_model, "--name", "thrice", env={"CXR_MODEL_DIR": str(store)})
+    # Its threshold rule is the members' (both 'images') unless asked for another.
+    assert twice.card.metrics["calibration"]["threshold_rule"] == "images"
+    out = run_cli("ensemble", "twice", tiny_model, "--name", "thrice", "--threshold-rule", "groups",
+                  env={"CXR_MODEL_DIR": str(store)})
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["members"] == ["tiny", "tiny", "tiny"]
     thrice = Predictor.from_path(store / "thrice")
+    assert thrice.card.metrics["calibration"]["threshold_rule"] == "groups"
     np.testing.assert_allclose(thrice.predict_proba([img]), tiny.predict_proba([img]), atol=1e-3)
 
 
