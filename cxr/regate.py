@@ -45,5 +45,7 @@ def lung_gated_model(path: Path, name: str, data: Path | None = None, command: s
         training={**{k: v for k, v in source.training.items() if k not in ("history", "command")},
                   "config": config, "command": command, "lung_gated_from": source.name},
     )
-    write_extra = finalize_on_recorded_split(gated, card, data)
+    # The source's threshold rule (a new card would otherwise count images).
+    rule = (source.metrics.get("calibration") or {}).get("threshold_rule")
+    write_extra = finalize_on_recorded_split(gated, card, data, threshold_rule=rule)
     return gated, card, write_extra

@@ -144,6 +144,9 @@ def test_lung_gate_command_saves_a_refitted_gated_model_and_refuses_one_already_
 
     store = tmp_path / "models"
     shutil.copytree(tiny_model, store / "tiny")
+    source = json.loads((store / "tiny" / "card.json").read_text())
+    source["metrics"]["calibration"]["threshold_rule"] = "groups"  # as if calibrated --threshold-rule groups
+    (store / "tiny" / "card.json").write_text(json.dumps(source))
     env = {"CXR_MODEL_DIR": str(store)}
     out = run_cli("lung-gate", "tiny", "--name", "tiny-gated", env=env)
     assert out.returncode == 0, out.stderr
@@ -152,6 +155,7 @@ def test_lung_gate_command_saves_a_refitted_gated_model_and_refuses_one_already_
     assert printed["lung_gated_from"] == card["training"]["lung_gated_from"] == "tiny"
     assert card["training"]["config"]["lung_gate"] and card["training"]["config"]["atrous"]
     assert card["metrics"]["calibration"]["fitted_on"] == "validation"
+    assert card["metrics"]["calibration"]["threshold_rule"] == "groups"  # the source's rule
     assert card["covid_threshold"] == printed["covid_threshold"]
     predictor = Predictor.from_path(store / "tiny-gated")
     assert GATE_LAYER in {layer.name for layer in predictor.model.layers}
