@@ -45,11 +45,14 @@ def main(argv: list[str] | None = None) -> None:
             if name != "COVID19":
                 figures = degraded_views(decoded, "journal_figure", args.seed)
                 sets[f"test {name}, figure-like"] = predictor.infer_images(figures)[0]
-        points = operating_points(val_probs, val.labels, sets, predictor.classes)
+        # The card's threshold rule, so the served design's threshold is the one calibrate fitted.
+        rule = (predictor.card.metrics.get("calibration") or {}).get("threshold_rule", "images")
+        points = operating_points(val_probs, val.labels, sets, predictor.classes, rule=rule, val_groups=val.groups)
     except CxrError as e:
         sys.exit(f"score_design.py: {e}")
     print(json.dumps({"model": predictor.card.name, "data": str(args.data), "seed": args.seed,
-                      "served_threshold": predictor.card.covid_threshold, "designs": points}, indent=2))
+                      "served_threshold": predictor.card.covid_threshold, "threshold_rule": rule,
+                      "designs": points}, indent=2))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cxr.calibration import threshold_for_sensitivity
+from cxr.calibration import covid_threshold
 from cxr.errors import ModelError
 from cxr.metrics import COVID, NORMAL
 
@@ -33,10 +33,12 @@ def covid_score(probs: np.ndarray, classes: list[str], design: str = "covid_p") 
 
 
 def operating_points(val_probs: np.ndarray, val_labels: np.ndarray, sets: dict[str, np.ndarray],
-                     classes: list[str], sensitivity: float = 0.95) -> dict:
-    """For each design: its threshold fitted on validation for `sensitivity` (as `calibrate` fits
-    P(COVID19)'s), the share of each validation class it flags, and the share of each named set of
-    images (probabilities (N, C), e.g. the test normals made to look like figures) it flags.
+                     classes: list[str], sensitivity: float = 0.95, rule: str = "images",
+                     val_groups: list[str] | None = None) -> dict:
+    """For each design: its threshold fitted on validation for `sensitivity` by `rule` (as `calibrate`
+    fits P(COVID19)'s; "groups" needs `val_groups`), the share of each validation class it flags, and the
+    share of each named set of images (probabilities (N, C), e.g. the test normals made to look like
+    figures) it flags.
 
     {design: {"threshold", "validation_flagged": {class: share}, "flagged": {set: share}, "n": {set: N}}}
     """
@@ -47,7 +49,7 @@ def operating_points(val_probs: np.ndarray, val_labels: np.ndarray, sets: dict[s
     out = {}
     for design in DESIGNS:
         val_scores = covid_score(val_probs, classes, design)
-        t = threshold_for_sensitivity(val_scores, val_labels == covid, sensitivity)
+        t = covid_threshold(val_scores, val_labels == covid, sensitivity, rule, val_groups)
         out[design] = {
             "threshold": t,
             "validation_flagged": {name: _share(val_scores[val_labels == k] >= t)

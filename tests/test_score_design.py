@@ -42,3 +42,20 @@ def test_a_covid_film_read_as_pneumonia_sets_the_covid_p_threshold_but_not_the_o
     assert p["flagged"] == {"normals": 0.5, "pneumonias": 0.0}
     assert vs["flagged"] == {"normals": 0.0, "pneumonias": 1.0}  # the cost: 0.1 / 0.11 flags the pneumonia
     assert p["n"] == {"normals": 2, "pneumonias": 1}
+
+
+def test_each_design_is_thresholded_by_the_cards_rule():
+    """A card calibrated with --threshold-rule groups: the bench refits each design the same way, so the
+    served design's threshold is the card's (one paper's two lowest films may stay below it)."""
+    from cxr.calibration import covid_threshold
+
+    p_covid = np.array([0.10, 0.12, 0.30, 0.5, 0.6, 0.7, 0.8, 0.9, 0.40, 0.55, 0.65, 0.75, 0.85, 0.95])
+    val = np.stack([p_covid, (1 - p_covid) / 2, (1 - p_covid) / 2], axis=1)
+    val = np.concatenate([val, [[0.05, 0.9, 0.05]]])
+    labels = np.r_[np.zeros(14, int), 1]
+    groups = ["paper"] * 8 + [f"patient{i}" for i in range(6)] + ["normal"]
+    by_images = operating_points(val, labels, {}, CLASSES)
+    by_groups = operating_points(val, labels, {}, CLASSES, rule="groups", val_groups=groups)
+    assert by_images["covid_p"]["threshold"] == 0.10
+    assert by_groups["covid_p"]["threshold"] == covid_threshold(val[:, 0], labels == 0, 0.95, "groups", groups) == 0.30
+    assert by_groups["covid_p"]["validation_flagged"]["COVID19"] == pytest.approx(12 / 14, abs=1e-4)
