@@ -46,10 +46,20 @@ def _crop(pil: Image.Image, rng) -> Image.Image:
     return pil.crop((left, top, left + cw, top + ch))
 
 
+# A journal figure's longest side, in px: the downscale cue draws from this range.
+FIGURE_SIDES = (160, 420)
+
+
 def _downscale(pil: Image.Image, rng) -> Image.Image:
     """Shrink to a figure's few hundred pixels, then back: the lost detail is the cue."""
+    return shrink_and_restore(pil, rng.uniform(*FIGURE_SIDES))
+
+
+def shrink_and_restore(pil: Image.Image, side: float) -> Image.Image:
+    """`pil` shrunk to a longest side of `side` px and resized back to its own size (unchanged if
+    already that small): the image as a figure of that resolution would carry it."""
     w, h = pil.size
-    target = rng.uniform(160, 420) / max(w, h)
+    target = side / max(w, h)
     if target >= 1:
         return pil
     small = pil.resize((max(8, round(w * target)), max(8, round(h * target))), Image.Resampling.BILINEAR,

@@ -53,7 +53,7 @@ def test_threshold_help_and_test_sensitivity_count_patients_once(app_env):
     # The shipped model's case: its 14 validation COVID-19 images come from 7 patients or papers.
     card_file = next(app_env["store"].glob("*/card.json"))
     card = json.loads(card_file.read_text())
-    card["metrics"]["calibration"].update(n_covid_validation=14, n_covid_validation_groups=7,
+    card["metrics"]["calibration"].update(n_covid_validation=14, covid_found_validation=14, n_covid_validation_groups=7,
                                           covid_groups_found=7, covid_largest_group=8)
     card_file.write_text(json.dumps(card))
     # And the test split's COVID-19 images all from one paper, as serial films would be.

@@ -111,6 +111,21 @@ def test_threshold_bench_lists_the_validation_covid_images_and_each_group_left_o
     assert all(g["threshold"] >= r["refitted_threshold"] for g in r["threshold_without_group"].values())
 
 
+def test_resolution_bench_follows_p_covid_from_full_size_down_to_a_figure(tiny_model, mini_data):
+    from cxr.card import ModelCard
+
+    r = run_bench("resolution.py", "--model", str(tiny_model), "--data", str(mini_data), "--sides", "4096,48")
+    card = ModelCard.load(tiny_model)
+    assert r["split"] == "validation" and r["threshold"] == card.covid_threshold
+    assert sum(r["n"].values()) == card.training["data"]["n_validation"]
+    untouched, tiny = r["by_side"]["4096"], r["by_side"]["48"]  # larger than any image / smaller than all
+    for name, n in r["n"].items():
+        assert untouched[name] == {"mean_rise": 0.0, "shrunk": 0, "called_same": 1.0,
+                                   "at_or_above_threshold": r["clean_at_or_above_threshold"][name]}
+        assert tiny[name]["shrunk"] == n and 0 <= tiny[name]["called_same"] <= 1
+        assert r["median_longest_side"][name] > 48
+
+
 def test_score_design_bench_fits_each_design_on_validation_and_scores_the_test_sets(tiny_model, mini_data):
     from cxr.card import ModelCard
 

@@ -122,3 +122,18 @@ def test_cue_shares_outside_0_to_1_are_refused(field):
 
     with pytest.raises(ValueError, match=field):
         TrainConfig(data="x", **{field: 1.5})
+
+
+def test_shrink_and_restore_keeps_the_size_and_loses_detail_only_below_the_side():
+    from PIL import Image
+
+    from cxr.shortcut import shrink_and_restore
+
+    rng = np.random.default_rng(3)
+    noisy = np.clip(factory.phantom(300, 360).astype(int) + rng.integers(-40, 41, (300, 360)), 0, 255).astype(np.uint8)
+    pil = Image.fromarray(noisy)
+    assert np.array_equal(np.asarray(shrink_and_restore(pil, 360)), noisy)  # already that small
+    detail = lambda a: np.abs(np.diff(a.astype(float), axis=1)).mean()  # noqa: E731
+    restored = [np.asarray(shrink_and_restore(pil, side)) for side in (240, 120)]
+    assert all(r.shape == noisy.shape and r.dtype == np.uint8 for r in restored)
+    assert detail(noisy) > detail(restored[0]) > detail(restored[1])  # the smaller the figure, the less detail

@@ -1,0 +1,54 @@
+"""How a model's P(COVID19) depends on the resolution an X-ray arrives at.
+
+Journal figures carry a chest X-ray at a few hundred pixels (`cxr.shortcut.FIGURE_SIDES`), and the
+probe's downscale cue draws from that range. `resolution_sweep` shrinks every image to one longest
+side at a time and back, and reports, per class, how P(COVID19) moves and how many images stay at or
+above the model's threshold. A model that needs fine detail to see COVID-19 loses COVID-19 films
+shown at figure resolution, which the probe's mean rise over normals does not show. Meant for the
+validation split the card records (`bench/resolution.py`); it reads no test image unless given one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from cxr.data import ImageSet
+from cxr.decode import decode_image
+from cxr.errors import ModelError
+from cxr.metrics import COVID
+from cxr.shortcut import shrink_and_restore
+
+SIDES = (160, 220, 300, 420)
+
+
+def resolution_sweep(predictor, images: ImageSet, sides=SIDES, batch_size: int = 32) -> dict:
+    """{"threshold", "n", "median_longest_side", "clean_at_or_above_threshold": {class: share},
+    "by_side": {side: {class: {"mean_rise", "shrunk", "at_or_above_threshold", "called_same"}}}}.
+
+    `shrunk`: images larger than `side` (the others are unchanged, and their rise is 0).
+    """
+    classes = predictor.classes
+    if COVID not in classes:
+        raise ModelError(f"{predictor.card.name} has no {COVID} class, so no P({COVID}) to follow.")
+    covid, threshold = classes.index(COVID), predictor.card.covid_threshold
+    decoded = [decode_image(p) for p in images.paths]
+    labels = np.asarray(images.labels)
+    longest = np.array([max(img.shape) for img in decoded])
+    clean = predictor.infer_images(decoded, batch_size)[0]
+    present = [(k, name) for k, name in enumerate(classes) if (labels == k).any()]
+    share = lambda mask: round(float(np.mean(mask)), 4)  # noqa: E731
+    out = {"threshold": threshold, "n": {name: int((labels == k).sum()) for k, name in present},
+           "median_longest_side": {name: int(np.median(longest[labels == k])) for k, name in present},
+           "clean_at_or_above_threshold": {name: share(clean[labels == k, covid] >= threshold) for k, name in present},
+           "by_side": {}}
+    for side in sides:
+        shrunk = [np.asarray(shrink_and_restore(Image.fromarray(img), side)) for img in decoded]
+        probs = predictor.infer_images(shrunk, batch_size)[0]
+        out["by_side"][int(side)] = {name: {
+            "mean_rise": round(float((probs[m, covid] - clean[m, covid]).mean()), 4),
+            "shrunk": int((longest[m] > side).sum()),
+            "at_or_above_threshold": share(probs[m, covid] >= threshold),
+            "called_same": share(probs[m].argmax(1) == clean[m].argmax(1)),
+        } for k, name in present for m in [labels == k]}
+    return out
