@@ -175,6 +175,12 @@ def test_evaluation_page_runs_the_shortcut_probe(app_env, tiny_model):
     assert list(shown.columns) == ["file", "group", "p_covid", "called", "p_called"]
     assert list(shown["p_covid"]) == sorted(shown["p_covid"])
     assert set(shown["called"]) <= {"COVID19", "NORMAL", "PNEUMONIA"}
+    at.button(key="resolution").click()
+    at.run(timeout=300)
+    assert not at.exception and not at.error
+    assert any("shrunk to a journal figure's longest side" in c.value for c in at.caption)
+    sweep = next(d.value for d in at.dataframe if "longest side (px)" in d.value.columns)
+    assert {160, 420} <= set(sweep["longest side (px)"]) and sweep["at or above the threshold"].between(0, 1).all()
     at.button(key="run-probe").click()
     at.run(timeout=300)
     assert not at.exception and not at.error

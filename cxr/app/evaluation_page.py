@@ -24,6 +24,7 @@ from cxr.metrics import reliability_bins, roc_points
 from cxr.ood import describe as describe_gate
 from cxr.probe import figure_probe, heat_location, lung_masks, may_learn
 from cxr.report import metrics_by_normal_source
+from cxr.resolution import resolution_sweep
 from cxr.threshold_report import describe_lowest, threshold_report
 
 
@@ -114,6 +115,34 @@ def show_probe(result: dict) -> None:
 @st.cache_data(show_spinner="Scoring the validation COVID-19 images...", max_entries=4)
 def threshold_images(model_path: str, data: str) -> dict:
     return threshold_report(load_predictor(model_path), Path(data))
+
+
+@st.cache_data(show_spinner="Scoring the validation X-rays at each resolution...", max_entries=4)
+def resolution_report(model_path: str, data: str) -> dict:
+    from cxr.train import recorded_split
+
+    predictor = load_predictor(model_path)
+    return resolution_sweep(predictor, recorded_split(predictor.card, Path(data))[1])
+
+
+def show_resolution(report: dict) -> None:
+    """Per class, the share of validation X-rays at or above the threshold as they shrink to a figure's size."""
+    # The images as stored sit at their median longest side, with no change.
+    rows = [{"class": name, "longest side (px)": report["median_longest_side"][name],
+             "at or above the threshold": share, "mean change of P(COVID-19)": 0.0}
+            for name, share in report["clean_at_or_above_threshold"].items()]
+    rows += [{"class": name, "longest side (px)": int(side), "at or above the threshold": f["at_or_above_threshold"],
+              "mean change of P(COVID-19)": f["mean_rise"]}
+             for side, per in report["by_side"].items() for name, f in per.items()]
+    frame = pd.DataFrame(rows).sort_values(["class", "longest side (px)"])
+    st.caption(f"Each validation X-ray shrunk to a journal figure's longest side and back, at the threshold "
+               f"{report['threshold']:.3f}. For COVID-19 the line is the sensitivity a figure of that size would "
+               "get; for the other classes, the share flagged. The point at each class's median size is the images as "
+               "stored. "
+               "Validation only.")
+    st.plotly_chart(px.line(frame, x="longest side (px)", y="at or above the threshold", color="class",
+                            markers=True, range_y=[0, 1.02]), key="resolution-chart")
+    st.dataframe(frame, hide_index=True)
 
 
 def show_threshold_images(report: dict) -> None:
@@ -219,6 +248,13 @@ with tab_shortcuts:
             except CxrError as exc:
                 st.error(f"{exc} (the threshold was fitted on the data the model was trained on; choose that "
                          "dataset above)")
+        if COVID_CLASS in card.classes and st.button("Follow P(COVID-19) down to a figure's resolution",
+                                                      key="resolution"):
+            try:
+                show_resolution(resolution_report(path, str(data)))
+            except CxrError as exc:
+                st.error(f"{exc} (the sweep reads the validation split of the data the model was trained on; "
+                         "choose that dataset above)")
     gate = describe_gate(card)
     if gate:
         st.markdown(f"**Out-of-distribution gate:** {gate}")
