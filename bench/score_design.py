@@ -24,6 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 def main(argv: list[str] | None = None) -> None:
     from bench.common import model_and_recorded_split
+    from cxr.calibration import threshold_rule_of
     from cxr.data import load_imageset
     from cxr.decode import decode_image
     from cxr.errors import CxrError
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
                 figures = degraded_views(decoded, "journal_figure", args.seed)
                 sets[f"test {name}, figure-like"] = predictor.infer_images(figures)[0]
         # The card's threshold rule, so the served design's threshold is the one calibrate fitted.
-        rule = (predictor.card.metrics.get("calibration") or {}).get("threshold_rule", "images")
+        rule = threshold_rule_of(predictor.card)
         points = operating_points(val_probs, val.labels, sets, predictor.classes, rule=rule, val_groups=val.groups)
     except CxrError as e:
         sys.exit(f"score_design.py: {e}")

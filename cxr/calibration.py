@@ -42,16 +42,17 @@ def fit_temperature(probs: np.ndarray, labels: np.ndarray, lo: float = 0.05, hi:
 
 def threshold_for_sensitivity(p_positive: np.ndarray, is_positive: np.ndarray, sensitivity: float = 0.95) -> float:
     """Highest threshold t with mean(p >= t | positive) >= `sensitivity`; 0.5 if no positives."""
-    scores = np.sort(np.asarray(p_positive, np.float64)[np.asarray(is_positive, bool)])
-    if len(scores) == 0:
-        return 0.5
-    # The cut sits at the score of the first positive that must be found.
-    return float(np.floor(scores[allowed_misses(len(scores), sensitivity)] * 1e4) / 1e4)  # round down: it stays found
+    return threshold_for_weighted_sensitivity(p_positive, is_positive, np.ones(len(is_positive)), sensitivity)
 
 
 # How a threshold counts the validation COVID-19 images it must find: each image once, or each group
 # (a patient, or a paper's patients together: the manifest's group_id) once, its images sharing its weight.
 THRESHOLD_RULES = ("images", "groups")
+
+
+def threshold_rule_of(card) -> str:
+    """The rule a card's COVID-19 threshold was set by ("images" for cards from before the rules)."""
+    return (card.metrics.get("calibration") or {}).get("threshold_rule", "images")
 
 
 def group_weights(groups) -> np.ndarray:
@@ -83,11 +84,10 @@ def covid_threshold(p_covid: np.ndarray, is_covid: np.ndarray, sensitivity: floa
     """The COVID-19 threshold by `rule` (THRESHOLD_RULES); "groups" without groups counts each image once."""
     if rule not in THRESHOLD_RULES:
         raise ValueError(f"Unknown threshold rule {rule!r}; choose one of {', '.join(THRESHOLD_RULES)}.")
-    if rule == "images" or groups is None:
-        return threshold_for_sensitivity(p_covid, is_covid, sensitivity)
     is_covid = np.asarray(is_covid, bool)
-    weights = np.zeros(len(is_covid))
-    weights[is_covid] = group_weights(np.asarray(groups, dtype=object)[is_covid])
+    weights = np.ones(len(is_covid))
+    if rule == "groups" and groups is not None:
+        weights[is_covid] = group_weights(np.asarray(groups, dtype=object)[is_covid])
     return threshold_for_weighted_sensitivity(p_covid, is_covid, weights, sensitivity)
 
 

@@ -132,6 +132,7 @@ def make_ensemble(paths: list[Path], name: str, data: Path | None = None, comman
     and templates on the members' shared validation split -> (model, card, write_extra), ready for
     `ModelStore.save`. `data`: where the training data is now, if not where the cards say.
     `threshold_rule`: cxr.calibration.THRESHOLD_RULES; None = the members' rule if they share one, else "images"."""
+    from cxr.calibration import threshold_rule_of  # cxr.calibration -> cxr.predict -> cxr.ood imports this module
     from cxr.store import load_model
     from cxr.train import finalize_on_recorded_split
 
@@ -149,7 +150,7 @@ def make_ensemble(paths: list[Path], name: str, data: Path | None = None, comman
         training={**training, "command": command,
                   "ensemble_of": [member for c in cards for member in _members(c)]},
     )
-    rules = {(c.metrics.get("calibration") or {}).get("threshold_rule", "images") for c in cards}
+    rules = {threshold_rule_of(c) for c in cards}
     rule = threshold_rule or (rules.pop() if len(rules) == 1 else "images")
     write_extra = finalize_on_recorded_split(model, card, data, threshold_rule=rule)
     return model, card, write_extra

@@ -20,6 +20,7 @@ from cxr.errors import ModelError
 def lung_gated_model(path: Path, name: str, data: Path | None = None, command: str = ""):
     """The model saved at `path`, re-read over its lung fields -> (model, card, write_extra), ready for
     `ModelStore.save`. `data`: where the training data is now, if not where the card says."""
+    from cxr.calibration import threshold_rule_of
     from cxr.ensemble import build_ensemble, member_count, unpack
     from cxr.model import lung_gated_copy
     from cxr.store import load_model
@@ -46,6 +47,5 @@ def lung_gated_model(path: Path, name: str, data: Path | None = None, command: s
                   "config": config, "command": command, "lung_gated_from": source.name},
     )
     # The source's threshold rule (a new card would otherwise count images).
-    rule = (source.metrics.get("calibration") or {}).get("threshold_rule")
-    write_extra = finalize_on_recorded_split(gated, card, data, threshold_rule=rule)
+    write_extra = finalize_on_recorded_split(gated, card, data, threshold_rule=threshold_rule_of(source))
     return gated, card, write_extra

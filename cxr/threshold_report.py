@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cxr.calibration import covid_threshold
+from cxr.calibration import covid_threshold, threshold_rule_of
 from cxr.decode import decode_image
 from cxr.errors import ModelError
 from cxr.metrics import COVID, groups_found
@@ -45,7 +45,7 @@ def threshold_report(predictor, data_path: Path | None = None) -> dict:
     called = probs.argmax(axis=1)
     calibration = card.metrics.get("calibration") or {}
     target = calibration.get("target_sensitivity", 0.95)
-    rule = calibration.get("threshold_rule", "images")  # refit the way the card's threshold was set
+    rule = threshold_rule_of(card)  # refit the way the card's threshold was set
     all_positive = np.ones(len(paths), bool)
     threshold = covid_threshold(p_covid, all_positive, target, rule, groups)
     left_out = {}

@@ -24,6 +24,7 @@ from cxr.calibration import (
     group_weights,
     nll,
     threshold_for_sensitivity,
+    threshold_rule_of,
 )
 from cxr.card import ModelCard
 from cxr.data import ImageSet, figure_like, fingerprint, load_imageset, make_dataset, split_train_val
@@ -560,7 +561,7 @@ def calibrate(card: ModelCard, val_probs: np.ndarray, val_labels: np.ndarray,
     `threshold_rule` (THRESHOLD_RULES) says how the threshold counts them; None keeps the rule of the
     card's last calibration ("images" for a new card), so a refit does not change it unasked.
     """
-    rule = threshold_rule or (card.metrics.get("calibration") or {}).get("threshold_rule", "images")
+    rule = threshold_rule or threshold_rule_of(card)
     card.temperature = fit_temperature(val_probs, val_labels)
     calibrated = apply_temperature(val_probs, card.temperature)
     out = {
