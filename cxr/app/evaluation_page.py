@@ -117,6 +117,16 @@ def threshold_images(model_path: str, data: str) -> dict:
     return threshold_report(load_predictor(model_path), Path(data))
 
 
+def on_validation(label: str, key: str, show, reads: str) -> None:
+    """A button that runs `show` on the active model's recorded validation split; a dataset that is not the
+    model's own gets a message saying what `reads` the model's training data, not a traceback."""
+    if st.button(label, key=key):
+        try:
+            show()
+        except CxrError as exc:
+            st.error(f"{exc} ({reads} the data the model was trained on; choose that dataset above)")
+
+
 @st.cache_data(show_spinner="Scoring the validation X-rays at each resolution...", max_entries=4)
 def resolution_report(model_path: str, data: str) -> dict:
     from cxr.train import recorded_split
@@ -241,20 +251,13 @@ with tab_shortcuts:
         st.markdown(f"**Calibration** (fitted on validation): temperature {calibration['temperature']:.3f}, "
                     f"ECE {calibration['ece_before']:.3f} before and {calibration['ece_after']:.3f} after. "
                     + describe_threshold(card.covid_threshold, calibration))
-        if COVID_CLASS in card.classes and st.button("Show the validation images behind the threshold",
-                                                      key="threshold-images"):
-            try:
-                show_threshold_images(threshold_images(path, str(data)))
-            except CxrError as exc:
-                st.error(f"{exc} (the threshold was fitted on the data the model was trained on; choose that "
-                         "dataset above)")
-        if COVID_CLASS in card.classes and st.button("Follow P(COVID-19) down to a figure's resolution",
-                                                      key="resolution"):
-            try:
-                show_resolution(resolution_report(path, str(data)))
-            except CxrError as exc:
-                st.error(f"{exc} (the sweep reads the validation split of the data the model was trained on; "
-                         "choose that dataset above)")
+        if COVID_CLASS in card.classes:
+            on_validation("Show the validation images behind the threshold", "threshold-images",
+                          lambda: show_threshold_images(threshold_images(path, str(data))),
+                          "the threshold was fitted on")
+            on_validation("Follow P(COVID-19) down to a figure's resolution", "resolution",
+                          lambda: show_resolution(resolution_report(path, str(data))),
+                          "the sweep reads the validation split of")
     gate = describe_gate(card)
     if gate:
         st.markdown(f"**Out-of-distribution gate:** {gate}")
