@@ -50,9 +50,15 @@ class ModelCard:
         from cxr.views import describe
 
         views = describe(self.test_time_views)
+        # cxr.model.detail_cap: recorded by training (and kept by ensembles, which copy the first
+        # member's config), since the card is written without looking inside the model.
+        detail = (self.training.get("config") or {}).get("detail_side")
+        inside = "intensity normalisation"
+        if detail:
+            inside = f"blur to {detail}x{detail} and back, then {inside}"
         return (
             f"decode to 8-bit grayscale; {geometry}; "
-            "replicate to 3 channels; intensity normalisation inside the model"
+            f"replicate to 3 channels; {inside} inside the model"
             + (f"; {views}" if views else "")
         )
 

@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--atrous", action="store_true",
                    help="cxrnet's last stage at 14x14 as the 7x7 network computed densely (what lung-gate "
                         "makes of a trained model; with --lung-gate --init-from it trains on)")
+    p.add_argument("--detail-side", type=int, default=None, metavar="PX",
+                   help="cxrnet blurs its input to this side and back first, so sharp originals and journal "
+                        "figures reach it with the same detail (e.g. 112 at the 224 px input)")
     p.add_argument("--init-from", default=None, metavar="MODEL",
                    help="start from this saved model's weights (same shape) instead of a fresh initialisation")
     p.add_argument("--init-member", type=int, default=None, metavar="I",
@@ -251,7 +254,7 @@ def cmd_train(args) -> int:
         source_cues=args.source_cues, crop_others=args.crop_others, intensity=args.intensity, strategy=args.strategy,
         val_fraction=args.val_fraction, patience=args.patience, seed=args.seed,
         split_seed=args.split_seed, binary=args.binary, ema=args.ema,
-        lung_gate=args.lung_gate, fine_map=args.fine_map, atrous=args.atrous,
+        lung_gate=args.lung_gate, fine_map=args.fine_map, atrous=args.atrous, detail_side=args.detail_side,
         init_from=str(resolve_model_path(args.init_from)) if args.init_from else None, init_member=args.init_member,
         precise_bn=args.precise_bn, precise_bn_source=args.precise_bn_source, threshold_rule=args.threshold_rule,
         figure_validation=not args.no_figure_validation,

@@ -31,7 +31,8 @@ GATE_LAYER = "lung_gate"  # the gated feature map of a lung-gated cxrnet
 
 
 def build_cxrnet(image_size: int, num_classes: int, intensity: str = "standardize",
-                 lung_gate: bool = False, fine_map: bool = False, atrous: bool = False) -> keras.Model:
+                 lung_gate: bool = False, fine_map: bool = False, atrous: bool = False,
+                 detail: int | None = None) -> keras.Model:
     """The seed's conv stack made robust: per-image standardisation (or equalisation, see
     `INTENSITIES`), batch norm, global pooling.
 
@@ -55,12 +56,15 @@ def build_cxrnet(image_size: int, num_classes: int, intensity: str = "standardiz
     keeps stride 1 and the last stage's conv is dilated by 2, so with a plain cxrnet's weights every
     other cell is exactly that network's 7x7 map and the cells between are it on the box shifted by
     16 px. This is how a trained plain model is re-read over its lungs (`lung_gated_copy`).
+
+    detail: blur the input to this side and back before anything else (`detail_cap`), so every source
+    reaches the convolutions with at most that much detail. None: the input as it comes.
     """
     inputs = keras.Input((image_size, image_size, 3), name="image")
     if intensity not in INTENSITIES:
         raise ValueError(f"unknown intensity normalisation {intensity!r}; choose one of {INTENSITIES}")
     first = PerImageEqualization if intensity == "equalize" else PerImageStandardization
-    x = first(name=intensity)(inputs)
+    x = first(name=intensity)(detail_cap(inputs, image_size, detail))
     # A strided stem and an early pool put the 2-core CPU's work where the features are: at full
     # resolution a conv+batch-norm costs several times more and adds little for diffuse opacities.
     x = _conv_bn(x, 24, "stem", strides=2)
@@ -89,6 +93,28 @@ def build_cxrnet(image_size: int, num_classes: int, intensity: str = "standardiz
     return model
 
 
+DETAIL_DOWN, DETAIL_UP = "detail_down", "detail_up"
+
+
+def detail_cap(x, image_size: int, detail: int | None):
+    """`x` resized (antialiased) to `detail` px and back to `image_size`: a sharp original and a
+    journal figure shrunk to a few hundred px then carry the same detail, so sharpness cannot mark
+    the source (bench/resolution.py). Inside the model, so training, calibration, the probe,
+    serving and saliency all see it. Weightless: it leaves `copy_weights` and `init_from` alone."""
+    if detail is None:
+        return x
+    if not 16 <= detail < image_size:
+        raise ValueError(f"detail must be between 16 and the input side {image_size} (exclusive), not {detail}")
+    x = layers.Resizing(detail, detail, interpolation="bilinear", antialias=True, name=DETAIL_DOWN)(x)
+    return layers.Resizing(image_size, image_size, interpolation="bilinear", name=DETAIL_UP)(x)
+
+
+def detail_of(model: keras.Model, prefix: str = "") -> int | None:
+    """The side `detail_cap` blurs a built model's input to (None: no cap); `prefix` as `lung_gated_copy`'s."""
+    own = {layer.name.removeprefix(prefix): layer for layer in model.layers}
+    return own[DETAIL_DOWN].get_config()["height"] if DETAIL_DOWN in own else None
+
+
 def lung_gated_copy(trained: keras.Model, prefix: str = "") -> keras.Model:
     """A trained plain cxrnet re-read over its lung fields, without retraining: the same weights in an
     atrous, lung-gated cxrnet (`build_cxrnet(atrous=True, lung_gate=True)`), so its decision is pooled
@@ -103,7 +129,7 @@ def lung_gated_copy(trained: keras.Model, prefix: str = "") -> keras.Model:
         raise ValueError(f"{trained.name} already has a fine last stage")
     intensity = next(name for name in INTENSITIES if name in own)
     copy = build_cxrnet(trained.input_shape[1], own["logits"].get_config()["units"], intensity,
-                        lung_gate=True, atrous=True)
+                        lung_gate=True, atrous=True, detail=detail_of(trained, prefix))
     copy_weights(copy, trained, prefix)
     return copy
 
@@ -139,17 +165,21 @@ DEFAULT_IMAGE_SIZE = {"seed": 256, "cxrnet": 224}
 
 
 def build_model(arch: str, num_classes: int, image_size: int | None = None, intensity: str = "standardize",
-                lung_gate: bool = False, fine_map: bool = False, atrous: bool = False) -> keras.Model:
+                lung_gate: bool = False, fine_map: bool = False, atrous: bool = False,
+                detail: int | None = None) -> keras.Model:
     """Build architecture `arch`; num_classes=1 gives the binary sigmoid head."""
     try:
         builder = ARCHITECTURES[arch]
     except KeyError:
         raise ValueError(f"unknown architecture {arch!r}; choose one of {sorted(ARCHITECTURES)}") from None
     if arch == "cxrnet":
-        return builder(image_size or DEFAULT_IMAGE_SIZE[arch], num_classes, intensity, lung_gate, fine_map, atrous)
+        return builder(image_size or DEFAULT_IMAGE_SIZE[arch], num_classes, intensity, lung_gate, fine_map, atrous,
+                       detail)
     if lung_gate or fine_map or atrous:
         raise ValueError(f"the {arch!r} architecture keeps its published head; "
                          "lung_gate, fine_map and atrous apply to cxrnet")
+    if detail is not None:
+        raise ValueError(f"the {arch!r} architecture keeps its published input; detail applies to cxrnet")
     if intensity != "standardize":
         raise ValueError(f"the {arch!r} architecture keeps its published rescaling; intensity applies to cxrnet")
     return builder(image_size or DEFAULT_IMAGE_SIZE[arch], num_classes)

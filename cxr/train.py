@@ -96,6 +96,11 @@ class TrainConfig:
     # cxrnet's last stage at 14x14 as the 7x7 network computed densely (cxr.model.build_cxrnet), the
     # shape `python -m cxr lung-gate` gives a trained model; with `init_from` such a model trains on.
     atrous: bool = False
+    # cxrnet blurs its input to this side (px) and back before anything else (cxr.model.detail_cap),
+    # so a sharp original and a journal figure reach it with the same detail; None = no cap. Off by
+    # default: every model before it lost most validation COVID-19 films shown at a figure's
+    # resolution (bench/resolution.py), and whether the cap mends that is measured in models/README.md.
+    detail_side: int | None = None
     # Start from the weights of a saved model of the same shape (its folder) instead of a fresh
     # initialisation; `init_member` picks one member of a saved ensemble.
     init_from: str | None = None
@@ -155,6 +160,10 @@ class TrainConfig:
             raise ValueError("lung_gate, fine_map and atrous apply to the cxrnet architecture only")
         if self.fine_map and self.atrous:
             raise ValueError("fine_map and atrous are two ways to the same 14x14 map; choose one")
+        if self.detail_side is not None and self.arch != "cxrnet":
+            raise ValueError("detail_side applies to the cxrnet architecture only")
+        if self.detail_side is not None and not 16 <= self.detail_side < self.image_size:
+            raise ValueError(f"detail_side must be between 16 and image_size {self.image_size} (exclusive)")
         if self.init_member is not None and self.init_from is None:
             raise ValueError("init_member picks a member of the model given by init_from")
         if self.resize_policy not in RESIZE_POLICIES:
@@ -376,7 +385,7 @@ def compiled_model(config: TrainConfig, n_classes: int):
     from cxr.model import build_model
 
     model = build_model(config.arch, 1 if config.binary else n_classes, config.image_size, config.intensity,
-                        config.lung_gate, config.fine_map, config.atrous)
+                        config.lung_gate, config.fine_map, config.atrous, config.detail_side)
     if config.init_from:
         start_from(model, Path(config.init_from), config.init_member)
     loss = "binary_crossentropy" if config.binary else "sparse_categorical_crossentropy"

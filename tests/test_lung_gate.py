@@ -196,7 +196,7 @@ def _weights_equal(a, b):
 def test_training_can_start_from_a_saved_model_or_one_member_of_a_saved_ensemble(tmp_path, mini_data):
     """`--init-from`: what `lung-gate` made of trained members can train on, each member on its own."""
     from cxr.ensemble import build_ensemble
-    from cxr.model import lung_gated_copy
+    from cxr.model import detail_of, lung_gated_copy
     from cxr.train import compiled_model, start_from
 
     plain = _randomised_bn(build_model("cxrnet", 3, 96), seed=1)
@@ -217,6 +217,11 @@ def test_training_can_start_from_a_saved_model_or_one_member_of_a_saved_ensemble
     gated = build_model("cxrnet", 3, 96, lung_gate=True, atrous=True)
     start_from(gated, tmp_path / "plain")
     assert _weights_equal(gated, lung_gated_copy(plain))
+    # The detail cap is weightless: a capped copy starts from the same weights and stays capped.
+    capped = build_model("cxrnet", 3, 96, lung_gate=True, atrous=True, detail=48)
+    start_from(capped, tmp_path / "plain")
+    assert _weights_equal(capped, gated)
+    assert detail_of(lung_gated_copy(build_model("cxrnet", 3, 96, detail=48))) == 48
     with pytest.raises(TrainingError, match="'logits' is of another shape"):
         start_from(build_model("cxrnet", 2, 96), tmp_path / "plain")
     with pytest.raises(TrainingError, match="missing"):

@@ -136,3 +136,38 @@ def test_fine_map_keeps_the_last_stage_at_a_sixteenth_of_the_side():
     assert fine.count_params() == coarse.count_params()  # same weights, a finer grid
     x = np.random.default_rng(2).uniform(0, 255, (1, 96, 96, 3)).astype("float32")
     assert Explainer(fine, "cxrnet").heatmap(x, 0, "gradcam").shape == (96, 96)
+
+
+def test_detail_cap_blurs_fine_detail_keeps_coarse_and_saves(tmp_path):
+    """`detail`: the input blurred to that side and back inside the model, before anything learns."""
+    from cxr.model import DETAIL_DOWN, DETAIL_UP, detail_cap, detail_of
+
+    capped = build_model("cxrnet", 3, 64, detail=32)
+    plain = build_model("cxrnet", 3, 64)
+    assert detail_of(capped) == 32 and detail_of(plain) is None
+    # Weightless: the capped model has exactly the plain one's weights, in the same order.
+    assert [w.shape for w in capped.weights] == [w.shape for w in plain.weights]
+    assert not capped.get_layer(DETAIL_DOWN).weights and not capped.get_layer(DETAIL_UP).weights
+
+    inputs = keras.Input((64, 64, 3))
+    cap = keras.Model(inputs, detail_cap(inputs, 64, 32))
+    yy, xx = np.mgrid[:64, :64]
+    checker = np.repeat((((yy + xx) % 2) * 255.0)[None, ..., None], 3, axis=-1).astype("float32")  # finest detail
+    halves = np.repeat(((xx >= 32) * 255.0)[None, ..., None], 3, axis=-1).astype("float32")  # coarse
+    assert np.abs(cap(checker).numpy() - 127.5).max() < 5  # the pixel-wide checker becomes grey
+    assert np.abs(cap(halves).numpy() - halves)[..., :28, :].max() < 1  # away from the edge, unchanged
+
+    folder = _save(capped, tmp_path / "capped")
+    loaded, _ = load_model(folder)
+    x = np.random.default_rng(3).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    assert detail_of(loaded) == 32 and np.allclose(capped(x).numpy(), loaded(x).numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("arch, detail, message", [
+    ("cxrnet", 64, "between 16 and the input side 64"),
+    ("cxrnet", 8, "between 16"),
+    ("seed", 32, "detail applies to cxrnet"),
+])
+def test_detail_cap_out_of_range_or_on_the_seed_is_refused(arch, detail, message):
+    with pytest.raises(ValueError, match=message):
+        build_model(arch, 3, 64, detail=detail)

@@ -91,6 +91,30 @@ def test_equalisation_is_refused_for_the_reference_design(mini_data):
         TrainConfig(data=mini_data, intensity="sharpen")
 
 
+def test_detail_side_builds_the_cap_into_the_trained_model_and_is_checked(mini_data):
+    """`--detail-side` reaches the model `train` compiles (cxr.model.detail_cap); a side the input
+    cannot be blurred to, or the reference design, is refused before any work."""
+    from cxr.cli import build_parser
+    from cxr.model import detail_of
+    from cxr.train import compiled_model
+
+    assert build_parser().parse_args(["train", "--data", "x", "--detail-side", "112"]).detail_side == 112
+    assert build_parser().parse_args(["train", "--data", "x"]).detail_side is None
+    assert detail_of(compiled_model(TrainConfig(data=mini_data, image_size=64, detail_side=32), 3)) == 32
+    assert detail_of(compiled_model(TrainConfig(data=mini_data, image_size=64), 3)) is None
+    with pytest.raises(ValueError, match="cxrnet architecture only"):
+        TrainConfig(data=mini_data, arch="seed", detail_side=128)
+    # The card says so (an ensemble's card carries its first member's config).
+    from cxr.card import ModelCard
+
+    card = ModelCard(name="m", arch="cxrnet", classes=["A"], image_size=224, training={"config": {"detail_side": 112}})
+    assert "blur to 112x112 and back, then intensity normalisation inside the model" in card.preprocessing
+    assert "blur" not in ModelCard(name="m", arch="cxrnet", classes=["A"], image_size=224).preprocessing
+    for side in (8, 64, 100):
+        with pytest.raises(ValueError, match="detail_side must be between 16 and image_size 64"):
+            TrainConfig(data=mini_data, image_size=64, detail_side=side)
+
+
 def test_split_seed_holds_out_its_own_images_whatever_the_training_seed(mini_data, tmp_path):
     """Runs that differ in seed but share split_seed are validated on the same images (ensembles)."""
     from cxr.calibration import nll
