@@ -7,8 +7,10 @@ from cxr.model import build_model
 from cxr.saliency import METHODS, Explainer, colorize, overlay
 
 
-@pytest.fixture(scope="module", params=["cxrnet", "seed", "ensemble"])
+@pytest.fixture(scope="module", params=["cxrnet", "seed", "ensemble", "capped"])
 def explainer(request):
+    if request.param == "capped":  # the input blurred inside the model (cxr.model.detail_cap): gradients pass it
+        return Explainer(build_model("cxrnet", 3, 96, detail=48), "cxrnet")
     if request.param == "ensemble":  # two cxrnets averaged (cxr.ensemble): CAMs read both members
         from cxr.ensemble import build_ensemble
 
@@ -76,3 +78,10 @@ def test_cam_methods_can_read_a_finer_layer():
     assert finer.cam_layer == "s2c2_relu" and finer.heatmap(x, 0, "gradcam").shape == (96, 96)
     with pytest.raises(ValueError):
         Explainer(model, "cxrnet", cam_layer="no_such_layer")
+
+
+def test_input_gradients_pass_the_detail_cap():
+    """SmoothGrad differentiates through the blur inside a capped model: its map is not empty."""
+    explainer = Explainer(build_model("cxrnet", 3, 96, detail=48), "cxrnet")
+    x = np.random.default_rng(1).uniform(0, 255, (1, 96, 96, 3)).astype("float32")
+    assert explainer.heatmap(x, class_index=0, method="smoothgrad").max() == pytest.approx(1.0)
