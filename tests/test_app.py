@@ -192,6 +192,27 @@ def test_evaluation_page_runs_the_shortcut_probe(app_env, tiny_model):
     assert at.dataframe  # the per-variant table
 
 
+def test_validation_buttons_on_another_dataset_say_which_data_they_need(app_env):
+    """The threshold and resolution buttons read the model's own validation split: on another dataset
+    (here the mini set less one image) each says so in the page, not a traceback."""
+    import shutil
+
+    other = app_env["data_root"] / "other"
+    shutil.copytree(app_env["mini"], other)
+    next((other / "train" / "NORMAL").iterdir()).unlink()
+    at = run_page("evaluation_page.py", timeout=300)
+    at.selectbox[0].set_value(other)
+    at.run(timeout=300)
+    assert not at.exception
+    for key, reads in (("threshold-images", "the threshold was fitted on"),
+                        ("resolution", "the sweep reads the validation split of")):
+        at.button(key=key).click()
+        at.run(timeout=300)
+        assert not at.exception
+        message = at.error[-1].value
+        assert "is not the data" in message and f"({reads} the data the model was trained on" in message
+
+
 def test_about_page_states_intended_use_and_bias(app_env):
     at = run_page("about_page.py")
     assert not at.exception
@@ -246,6 +267,8 @@ def test_retrain_page_trains_evaluates_and_activates(app_env):
     at.checkbox(key="fine-map").check()
     assert at.selectbox(key="threshold-rule").value == TrainConfig.threshold_rule
     at.selectbox(key="threshold-rule").set_value("groups")
+    assert at.checkbox(key="same-detail").value == (TrainConfig.detail_side is not None)
+    at.checkbox(key="same-detail").check()
     at.button[0].click()  # form submit
     at.run()
     assert not at.exception and not at.error
@@ -273,7 +296,10 @@ def test_retrain_page_trains_evaluates_and_activates(app_env):
     from cxr.store import load_model
 
     trained = load_model(job.result.path)[0]
-    assert trained.layers[1].name == "equalize" and trained.get_layer("lung_gate")
+    # The input is blurred to half its side (cxr.model.detail_cap), then equalised.
+    assert [layer.name for layer in trained.layers[1:4]] == ["detail_down", "detail_up", "equalize"]
+    assert trained.get_layer("detail_down").get_config()["height"] == 32 and trained.get_layer("lung_gate")
+    assert job.result.card.training["config"]["detail_side"] == 32
     assert job.result.card.training["config"]["lung_gate"] is True
     assert job.result.card.training["config"]["fine_map"] is True
     assert job.result.card.training["config"]["threshold_rule"] == "groups"

@@ -15,7 +15,7 @@ from cxr.config import get_paths
 from cxr.data import load_imageset
 from cxr.datasets import list_datasets
 from cxr.errors import CxrError
-from cxr.model import ARCHITECTURES, INTENSITIES
+from cxr.model import ARCHITECTURES, DEFAULT_IMAGE_SIZE, INTENSITIES
 from cxr.preprocess import RESIZE_POLICIES
 from cxr.train import TrainConfig
 
@@ -82,6 +82,12 @@ else:
                                     "Grad-CAM cells are half as wide and heat on a lung's edge spills less "
                                     "over the box's edge. With 'Decide from the lungs only' this met the "
                                     "border-heat target over three seeds, but those models were less accurate.")
+        same_detail = c3.checkbox("Same detail for every source", TrainConfig.detail_side is not None,
+                                  key="same-detail",
+                                  help="cxrnet blurs each X-ray to half its input side and back before reading it, "
+                                       "so a sharp hospital original and a small journal figure reach it with the "
+                                       "same detail and sharpness cannot mark COVID-19. Measured in the models' "
+                                       "README (bench/resolution.py).")
         threshold_rule = c1.selectbox("COVID-19 threshold counts", THRESHOLD_RULES, key="threshold-rule",
                                       index=THRESHOLD_RULES.index(TrainConfig.threshold_rule),
                                       format_func={"images": "each validation image once",
@@ -98,6 +104,7 @@ else:
                                  augment=augment, patience=int(patience), source_cues=float(cues),
                                  crop_others=float(crop_others), intensity=intensity,
                                  lung_gate=lung_gate, fine_map=fine_map, resize_policy=framing,
+                                 detail_side=(int(size) or DEFAULT_IMAGE_SIZE[arch]) // 2 if same_detail else None,
                                  threshold_rule=threshold_rule,
                                  command=f"app: retrain on {choice.name}")
             runner.start(config, store)
