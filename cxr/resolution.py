@@ -24,9 +24,12 @@ SIDES = (160, 220, 300, 420)
 
 def resolution_sweep(predictor, images: ImageSet, sides=SIDES, batch_size: int = 32) -> dict:
     """{"threshold", "n", "median_longest_side", "clean_at_or_above_threshold": {class: share},
-    "by_side": {side: {class: {"mean_rise", "shrunk", "at_or_above_threshold", "called_same"}}}}.
+    "by_side": {side: {class: {"mean_rise", "shrunk", "at_or_above_threshold", "kept_at_or_above",
+    "called_same"}}}}.
 
     `shrunk`: images larger than `side` (the others are unchanged, and their rise is 0).
+    `kept_at_or_above`: of the images at or above the threshold as stored, the share still there
+    (None if none was): for COVID-19, the films a model finds that it would still find as figures.
     """
     classes = predictor.classes
     if COVID not in classes:
@@ -36,6 +39,7 @@ def resolution_sweep(predictor, images: ImageSet, sides=SIDES, batch_size: int =
     labels = np.asarray(images.labels)
     longest = np.array([max(img.shape) for img in decoded])
     clean = predictor.infer_images(decoded, batch_size)[0]
+    found = clean[:, covid] >= threshold
     present = [(k, name) for k, name in enumerate(classes) if (labels == k).any()]
     share = lambda mask: round(float(np.mean(mask)), 4)  # noqa: E731
     out = {"threshold": threshold, "n": {name: int((labels == k).sum()) for k, name in present},
@@ -49,6 +53,7 @@ def resolution_sweep(predictor, images: ImageSet, sides=SIDES, batch_size: int =
             "mean_rise": round(float((probs[m, covid] - clean[m, covid]).mean()), 4),
             "shrunk": int((longest[m] > side).sum()),
             "at_or_above_threshold": share(probs[m, covid] >= threshold),
+            "kept_at_or_above": (share(probs[m & found, covid] >= threshold) if (m & found).any() else None),
             "called_same": share(probs[m].argmax(1) == clean[m].argmax(1)),
         } for k, name in present for m in [labels == k]}
     return out

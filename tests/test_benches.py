@@ -120,9 +120,16 @@ def test_resolution_bench_follows_p_covid_from_full_size_down_to_a_figure(tiny_m
     assert sum(r["n"].values()) == card.training["data"]["n_validation"]
     untouched, tiny = r["by_side"]["4096"], r["by_side"]["48"]  # larger than any image / smaller than all
     for name, n in r["n"].items():
+        found = r["clean_at_or_above_threshold"][name] > 0
         assert untouched[name] == {"mean_rise": 0.0, "shrunk": 0, "called_same": 1.0,
-                                   "at_or_above_threshold": r["clean_at_or_above_threshold"][name]}
+                                   "at_or_above_threshold": r["clean_at_or_above_threshold"][name],
+                                   "kept_at_or_above": 1.0 if found else None}
         assert tiny[name]["shrunk"] == n and 0 <= tiny[name]["called_same"] <= 1
+        # Kept: a share of those found as stored, so never more of them than are at or above now.
+        kept = tiny[name]["kept_at_or_above"]
+        assert (kept is None) == (not found)
+        if found:
+            assert kept * r["clean_at_or_above_threshold"][name] <= tiny[name]["at_or_above_threshold"] + 1e-3
         assert r["median_longest_side"][name] > 48
 
 
