@@ -98,8 +98,9 @@ class TrainConfig:
     atrous: bool = False
     # cxrnet blurs its input to this side (px) and back before anything else (cxr.model.detail_cap),
     # so a sharp original and a journal figure reach it with the same detail; None = no cap. Off by
-    # default: every model before it lost most validation COVID-19 films shown at a figure's
-    # resolution (bench/resolution.py), and whether the cap mends that is measured in models/README.md.
+    # default: at 112 px, five fine-tuned members kept 11 of 13 validation COVID-19 films found at a
+    # 300 px figure's resolution (a sharp set: 4 of 12) and lost the figure rise, but COVID-19 vs
+    # normal AUROC fell from 0.981 to 0.956 and the probe failed (0.851; models/README.md).
     detail_side: int | None = None
     # Start from the weights of a saved model of the same shape (its folder) instead of a fresh
     # initialisation; `init_member` picks one member of a saved ensemble.
