@@ -181,6 +181,11 @@ def test_evaluation_page_runs_the_shortcut_probe(app_env, tiny_model):
     assert any("shrunk to a journal figure's longest side" in c.value for c in at.caption)
     sweep = next(d.value for d in at.dataframe if "longest side (px)" in d.value.columns)
     assert {160, 420} <= set(sweep["longest side (px)"]) and sweep["at or above the threshold"].between(0, 1).all()
+    kept = sweep["of those at or above as stored, still there"]
+    assert (kept.isna() | kept.between(0, 1)).all()
+    # As stored, a class with any image at or above the threshold keeps all of them; one with none has none to keep.
+    stored = sweep[~sweep["longest side (px)"].isin([160, 220, 300, 420])]
+    assert not stored.empty and ((stored["at or above the threshold"] > 0) == kept[stored.index].eq(1)).all()
     at.button(key="run-probe").click()
     at.run(timeout=300)
     assert not at.exception and not at.error

@@ -138,17 +138,18 @@ def resolution_report(model_path: str, data: str) -> dict:
 def show_resolution(report: dict) -> None:
     """Per class, the share of validation X-rays at or above the threshold as they shrink to a figure's size."""
     # The images as stored sit at their median longest side, with no change.
+    kept = "of those at or above as stored, still there"
     rows = [{"class": name, "longest side (px)": report["median_longest_side"][name],
-             "at or above the threshold": share, "mean change of P(COVID-19)": 0.0}
+             "at or above the threshold": share, kept: 1.0 if share else None, "mean change of P(COVID-19)": 0.0}
             for name, share in report["clean_at_or_above_threshold"].items()]
     rows += [{"class": name, "longest side (px)": int(side), "at or above the threshold": f["at_or_above_threshold"],
-              "mean change of P(COVID-19)": f["mean_rise"]}
+              kept: f["kept_at_or_above"], "mean change of P(COVID-19)": f["mean_rise"]}
              for side, per in report["by_side"].items() for name, f in per.items()]
     frame = pd.DataFrame(rows).sort_values(["class", "longest side (px)"])
     st.caption(f"Each validation X-ray shrunk to a journal figure's longest side and back, at the threshold "
                f"{report['threshold']:.3f}. For COVID-19 the line is the sensitivity a figure of that size would "
                "get; for the other classes, the share flagged. The point at each class's median size is the images as "
-               "stored. "
+               "stored. The table also follows the films found as stored: those a figure of that size would lose. "
                "Validation only.")
     st.plotly_chart(px.line(frame, x="longest side (px)", y="at or above the threshold", color="class",
                             markers=True, range_y=[0, 1.02]), key="resolution-chart")
