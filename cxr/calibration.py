@@ -79,16 +79,22 @@ def threshold_for_weighted_sensitivity(p_positive: np.ndarray, is_positive: np.n
     return float(np.floor(scores[k] * 1e4) / 1e4)  # round down: it stays found
 
 
-def covid_threshold(p_covid: np.ndarray, is_covid: np.ndarray, sensitivity: float = 0.95, rule: str = "images",
-                    groups=None) -> float:
-    """The COVID-19 threshold by `rule` (THRESHOLD_RULES); "groups" without groups counts each image once."""
+def rule_weights(is_covid: np.ndarray, rule: str = "images", groups=None) -> np.ndarray:
+    """What each image weighs in the sensitivity `rule` (THRESHOLD_RULES) counts: one, or under "groups"
+    a COVID-19 image 1 / (its group's COVID-19 images); "groups" without groups counts each image once."""
     if rule not in THRESHOLD_RULES:
         raise ValueError(f"Unknown threshold rule {rule!r}; choose one of {', '.join(THRESHOLD_RULES)}.")
     is_covid = np.asarray(is_covid, bool)
     weights = np.ones(len(is_covid))
     if rule == "groups" and groups is not None:
         weights[is_covid] = group_weights(np.asarray(groups, dtype=object)[is_covid])
-    return threshold_for_weighted_sensitivity(p_covid, is_covid, weights, sensitivity)
+    return weights
+
+
+def covid_threshold(p_covid: np.ndarray, is_covid: np.ndarray, sensitivity: float = 0.95, rule: str = "images",
+                    groups=None) -> float:
+    """The COVID-19 threshold by `rule` (THRESHOLD_RULES), weighing images by `rule_weights`."""
+    return threshold_for_weighted_sensitivity(p_covid, is_covid, rule_weights(is_covid, rule, groups), sensitivity)
 
 
 def allowed_misses(n: int, sensitivity: float) -> int:

@@ -19,11 +19,11 @@ from cxr.acquisition import on_validation
 from cxr.calibration import (
     THRESHOLD_RULES,
     covid_group_counts,
-    covid_threshold,
     fit_temperature,
-    group_weights,
     nll,
+    rule_weights,
     threshold_for_sensitivity,
+    threshold_for_weighted_sensitivity,
     threshold_rule_of,
 )
 from cxr.card import ModelCard
@@ -585,16 +585,16 @@ def calibrate(card: ModelCard, val_probs: np.ndarray, val_labels: np.ndarray,
     if COVID in card.classes:
         covid = card.classes.index(COVID)
         p_covid, is_covid = calibrated[:, covid], val_labels == covid
-        card.covid_threshold = covid_threshold(p_covid, is_covid, sensitivity, rule, groups or None)
+        weights = rule_weights(is_covid, rule, groups or None)
+        card.covid_threshold = threshold_for_weighted_sensitivity(p_covid, is_covid, weights, sensitivity)
         found = is_covid & (p_covid >= card.covid_threshold)
         out.update(covid_threshold=card.covid_threshold, target_sensitivity=sensitivity, threshold_rule=rule,
                    n_covid_validation=int(is_covid.sum()), covid_found_validation=int(found.sum()))
         if groups:
             out.update(covid_group_counts(p_covid, is_covid, groups, card.covid_threshold))
             if rule == "groups" and is_covid.any():
-                weights = group_weights(np.asarray(groups, dtype=object)[is_covid])
-                out.update(covid_group_weighted_sensitivity=round(float(weights[found[is_covid]].sum()
-                                                                        / weights.sum()), 4),
+                out.update(covid_group_weighted_sensitivity=round(float(weights[found].sum()
+                                                                        / weights[is_covid].sum()), 4),
                            covid_threshold_by_images=threshold_for_sensitivity(p_covid, is_covid, sensitivity))
     return out
 
