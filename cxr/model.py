@@ -94,6 +94,7 @@ def build_cxrnet(image_size: int, num_classes: int, intensity: str = "standardiz
 
 
 DETAIL_DOWN, DETAIL_UP = "detail_down", "detail_up"
+MIN_DETAIL = 16  # px: below this a chest X-ray keeps too little to read (TrainConfig checks it too, before any work)
 
 
 def detail_cap(x, image_size: int, detail: int | None):
@@ -103,8 +104,9 @@ def detail_cap(x, image_size: int, detail: int | None):
     serving and saliency all see it. Weightless: it leaves `copy_weights` and `init_from` alone."""
     if detail is None:
         return x
-    if not 16 <= detail < image_size:
-        raise ValueError(f"detail must be between 16 and the input side {image_size} (exclusive), not {detail}")
+    if not MIN_DETAIL <= detail < image_size:
+        raise ValueError(f"detail must be between {MIN_DETAIL} and the input side {image_size} (exclusive), "
+                         f"not {detail}")
     x = layers.Resizing(detail, detail, interpolation="bilinear", antialias=True, name=DETAIL_DOWN)(x)
     return layers.Resizing(image_size, image_size, interpolation="bilinear", name=DETAIL_UP)(x)
 

@@ -44,7 +44,7 @@ def resolution_sweep(predictor, images: ImageSet, sides=SIDES, batch_size: int =
     share = lambda mask: round(float(np.mean(mask)), 4)  # noqa: E731
     out = {"threshold": threshold, "n": {name: int((labels == k).sum()) for k, name in present},
            "median_longest_side": {name: int(np.median(longest[labels == k])) for k, name in present},
-           "clean_at_or_above_threshold": {name: share(clean[labels == k, covid] >= threshold) for k, name in present},
+           "clean_at_or_above_threshold": {name: share(found[labels == k]) for k, name in present},
            "by_side": {}}
     for side in sides:
         shrunk = [np.asarray(shrink_and_restore(Image.fromarray(img), side)) for img in decoded]

@@ -163,8 +163,10 @@ class TrainConfig:
             raise ValueError("fine_map and atrous are two ways to the same 14x14 map; choose one")
         if self.detail_side is not None and self.arch != "cxrnet":
             raise ValueError("detail_side applies to the cxrnet architecture only")
-        if self.detail_side is not None and not 16 <= self.detail_side < self.image_size:
-            raise ValueError(f"detail_side must be between 16 and image_size {self.image_size} (exclusive)")
+        from cxr.model import MIN_DETAIL
+
+        if self.detail_side is not None and not MIN_DETAIL <= self.detail_side < self.image_size:
+            raise ValueError(f"detail_side must be between {MIN_DETAIL} and image_size {self.image_size} (exclusive)")
         if self.init_member is not None and self.init_from is None:
             raise ValueError("init_member picks a member of the model given by init_from")
         if self.resize_policy not in RESIZE_POLICIES:

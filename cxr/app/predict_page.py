@@ -44,9 +44,10 @@ with st.sidebar:
     st.subheader("Display")
     method = st.selectbox("Saliency method", list(METHODS), format_func=METHODS.get, key="method")
     opacity = st.slider("Overlay opacity", 0.0, 1.0, 0.45, 0.05, key="opacity")
-    evidence = threshold_evidence(card.metrics.get("calibration") or {})
+    calibration = card.metrics.get("calibration") or {}
+    evidence = threshold_evidence(calibration)
     uncertainty = (f", set for {evidence['target_sensitivity']:.0%} sensitivity"
-                   f"{rule_words(card.metrics.get('calibration') or {})} on {evidence['n']} validation "
+                   f"{rule_words(calibration)} on {evidence['n']} validation "
                    f"COVID-19 images: the true sensitivity could be as low as {evidence['sensitivity_ci'][0]:.0%}."
                    + grouped_evidence_note(evidence) if evidence else ".")
     threshold = st.slider("COVID-19 threshold", 0.0, 1.0, float(card.covid_threshold), 0.01,
