@@ -52,6 +52,11 @@ _GATE = ("Its decision is pooled over the lung fields only (a lung segmenter ins
          "edges and corners reach it only through what the lung positions see. Its Grad-CAM heat sits on the "
          "lungs by that construction, so it says less than another model's about what those positions look at; "
          "SmoothGrad (input gradients) does not depend on the pooling. ")
+_DETAIL = {True: "Its input is blurred to {side}x{side} px and back inside the model, so a sharp hospital original and "
+                 "a small journal figure reach it with the same detail. ",
+           False: "It sees all the detail of its input, and hospital originals are sharper than most figures, so "
+                  "sharpness itself can mark the source (the resolution check on the Evaluation page follows its "
+                  "COVID-19 probability down to a figure's resolution). "}
 _CHECK = (
     "The probe below checks it: normal X-rays made to look like figures should not become COVID-19, and its "
     "saliency should sit on the lungs, not on the borders. It may still rely on cues the probe does not imitate "
@@ -70,6 +75,8 @@ def may_learn(card) -> str:
                  "since every COVID-19 image here is a cropped figure. ")
     if config.get("lung_gate"):
         cues += _GATE
+    side = config.get("detail_side")
+    cues += _DETAIL[bool(side)].format(side=side)
     if len(card.test_time_views) > 1:
         cues += (f"Its probabilities average {len(card.test_time_views)} views of that box (a little larger, "
                  "smaller and shifted), so no single crop decides; its saliency explains the box itself. ")

@@ -129,6 +129,10 @@ def test_may_learn_describes_the_models_own_recipe():
                                  test_time_views=[[1, 0, 0], [1.08, 0, 0], [0.92, 0, 0]],
                                  training={"config": {"source_cues": 0.5}}))
     assert "average 3 views of that box" in viewed and "views" not in lungs
+    capped = may_learn(ModelCard("e", "cxrnet", ["COVID19", "NORMAL"], 224, "lungs",
+                                 training={"config": {"source_cues": 0.5, "detail_side": 112}}))
+    assert "blurred to 112x112 px" in capped and "sharpness itself" not in capped
+    assert all("sharpness itself can mark the source" in text for text in (lungs, plain, gated, viewed))
 
 
 def test_even_lung_heat_spreads_over_the_frame_as_its_grid_coarsens():
