@@ -1,10 +1,12 @@
 """How P(COVID19) moves when the validation X-rays arrive at a journal figure's resolution; prints JSON.
 
-    python bench/resolution.py [--model NAME_OR_PATH] [--data DIR] [--sides 160,220,300,420]
+    python bench/resolution.py [--model NAME_OR_PATH] [--data DIR] [--sides 160,220,300,420] [--record]
 
 Each validation image of the split the model's card records is shrunk to each longest side and back
 (`cxr.resolution`), and the bench reports per class the mean change of P(COVID19), the share at or
 above the card's threshold and the share still called the same class. Validation only: no test image.
+--record stores the report in the model's card, so the Predict page can say what an upload of a
+figure's size loses (`cxr.resolution.small_image_note`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ def main(argv: list[str] | None = None) -> None:
     def add_arguments(parser):
         parser.add_argument("--sides", default=",".join(map(str, SIDES)),
                             help="longest sides in px, comma-separated")
+        parser.add_argument("--record", action="store_true", help="store the report in the model's card")
 
     predictor, _, val, args = model_and_recorded_split(__doc__.splitlines()[0], argv, add_arguments)
     try:
@@ -34,8 +37,14 @@ def main(argv: list[str] | None = None) -> None:
         report = resolution_sweep(predictor, val, sides)
     except (CxrError, ValueError) as e:
         sys.exit(f"resolution.py: {e}")
-    print(json.dumps({"model": predictor.card.name, "data": str(args.data), "split": "validation", **report},
-                     indent=2))
+    out = {"model": predictor.card.name, "data": str(args.data), "split": "validation", **report}
+    if args.record:
+        from cxr.cli import resolve_model_path
+
+        # JSON keys: the sides as strings, as the card is read back.
+        predictor.card.metrics["resolution"] = json.loads(json.dumps({k: v for k, v in out.items() if k != "model"}))
+        predictor.card.save(resolve_model_path(args.model))
+    print(json.dumps(out, indent=2))
 
 
 if __name__ == "__main__":

@@ -57,3 +57,34 @@ def resolution_sweep(predictor, images: ImageSet, sides=SIDES, batch_size: int =
             "called_same": share(probs[m].argmax(1) == clean[m].argmax(1)),
         } for k, name in present for m in [labels == k]}
     return out
+
+
+
+def recorded_sweep(card) -> dict | None:
+    """The sweep `bench/resolution.py --record` stored in the card, if it was made at the card's current
+    threshold (a model recalibrated since would be misdescribed by it)."""
+    record = card.metrics.get("resolution")
+    return record if record and record.get("threshold") == card.covid_threshold else None
+
+
+def small_image_note(card, longest_side: int) -> str | None:
+    """What the card's recorded resolution sweep (`bench/resolution.py --record`) says about an X-ray whose
+    longest side is `longest_side` px, in plain words. None when the image is no smaller than every side
+    swept, when the card has no record or one made at another threshold (recalibrated since), or when the
+    model found no validation COVID-19 film to follow.
+
+    Quotes the smallest swept side at or above the image's: the loss it states is the least an image this
+    small would suffer, since a smaller figure carries less detail still.
+    """
+    record = recorded_sweep(card) or {}
+    by_side = {int(side): per for side, per in record.get("by_side", {}).items()}
+    sides = sorted(side for side in by_side if side >= longest_side)
+    covid = by_side[sides[0]].get(COVID, {}) if sides else {}
+    if covid.get("kept_at_or_above") is None:
+        return None
+    n_found = round(record["clean_at_or_above_threshold"][COVID] * record["n"][COVID])
+    return (f"This X-ray is small: {longest_side} px on its longest side (this model's validation COVID-19 films: "
+            f"median {record['median_longest_side'][COVID]} px). Shrunk to {sides[0]} px, "
+            f"{round(covid['kept_at_or_above'] * n_found)} of the {n_found} it finds at full size stayed at or above "
+            f"its threshold {record['threshold']:.2f} (mean change of P(COVID-19) {covid['mean_rise']:+.2f}). At this "
+            "size a result below the threshold rules out COVID-19 less than it does on a full-size film.")

@@ -133,6 +133,22 @@ def test_resolution_bench_follows_p_covid_from_full_size_down_to_a_figure(tiny_m
         assert r["median_longest_side"][name] > 48
 
 
+def test_resolution_bench_records_its_sweep_for_the_predict_pages_small_image_note(tiny_model, mini_data, tmp_path):
+    from cxr.card import ModelCard
+    from cxr.resolution import recorded_sweep, small_image_note
+
+    model = shutil.copytree(tiny_model, tmp_path / "tiny")
+    r = run_bench("resolution.py", "--model", str(model), "--data", str(mini_data), "--sides", "4096,48", "--record")
+    card = ModelCard.load(model)
+    assert recorded_sweep(card) == json.loads(json.dumps({k: v for k, v in r.items() if k != "model"}))
+    note = small_image_note(card, 40)  # smaller than every image: the 48 px sweep speaks for it
+    found = round(r["clean_at_or_above_threshold"]["COVID19"] * r["n"]["COVID19"])
+    kept = round(r["by_side"]["48"]["COVID19"]["kept_at_or_above"] * found)
+    assert found > 0 and f"Shrunk to 48 px, {kept} of the {found} it finds at full size" in note
+    assert "Shrunk to 4096 px" in small_image_note(card, 1000)
+    assert ModelCard.load(tiny_model).metrics.get("resolution") is None  # the shared model is left alone
+
+
 def test_score_design_bench_fits_each_design_on_validation_and_scores_the_test_sets(tiny_model, mini_data):
     from cxr.card import ModelCard
 

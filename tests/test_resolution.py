@@ -1,0 +1,35 @@
+"""What the Predict page says about a small upload, from the resolution sweep recorded on the card."""
+
+from cxr.card import ModelCard
+from cxr.resolution import recorded_sweep, small_image_note
+
+
+def card_with_sweep(threshold: float = 0.28, recorded_at: float = 0.28, found: float = 1.0) -> ModelCard:
+    # The shipped model's shape: 14 validation COVID-19 films at 512 px, all found as stored.
+    sweep = {"threshold": recorded_at, "n": {"COVID19": 14, "NORMAL": 88},
+             "median_longest_side": {"COVID19": 512, "NORMAL": 512},
+             "clean_at_or_above_threshold": {"COVID19": found, "NORMAL": 0.06},
+             "by_side": {side: {"COVID19": {"mean_rise": rise, "kept_at_or_above": kept if found else None},
+                                "NORMAL": {"mean_rise": -0.01, "kept_at_or_above": 1.0}}
+                         for side, rise, kept in (("160", -0.43, 2 / 14), ("300", -0.26, 6 / 14),
+                                                  ("420", -0.1, 11 / 14))}}
+    return ModelCard("m", "cxrnet", ["COVID19", "NORMAL"], 224, "lungs", covid_threshold=threshold,
+                     metrics={"resolution": sweep})
+
+
+def test_a_small_upload_is_told_what_the_smallest_swept_side_at_or_above_it_kept():
+    card = card_with_sweep()
+    note = small_image_note(card, 250)
+    assert note.startswith("This X-ray is small: 250 px on its longest side")
+    assert "median 512 px" in note and "Shrunk to 300 px, 6 of the 14 it finds" in note
+    assert "threshold 0.28" in note and "-0.26" in note
+    assert "Shrunk to 160 px, 2 of the 14" in small_image_note(card, 100)  # smaller than every side: the smallest
+    assert "Shrunk to 300 px" in small_image_note(card, 300)  # exactly a swept side
+
+
+def test_no_note_for_a_full_size_upload_a_stale_or_missing_sweep_or_nothing_found():
+    assert small_image_note(card_with_sweep(), 421) is None  # larger than every swept side
+    stale = card_with_sweep(threshold=0.2)  # recalibrated since the sweep was recorded
+    assert recorded_sweep(stale) is None and small_image_note(stale, 250) is None
+    assert small_image_note(ModelCard("m", "cxrnet", ["COVID19", "NORMAL"], 224), 250) is None
+    assert small_image_note(card_with_sweep(found=0.0), 250) is None  # no film found to follow
