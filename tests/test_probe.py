@@ -111,6 +111,29 @@ def test_shipped_model_ignores_journal_figure_cues(full_data):
     assert normal["journal_figure"]["below_threshold"] >= normal["clean"]["below_threshold"] - 0.03
 
 
+def test_shipped_cards_resolution_sweep_is_current_and_what_the_model_does(full_data):
+    """The Predict page tells a small upload what the recorded sweep found (`small_image_note`), so the
+    record must be made at the card's threshold and match the model: rerun at 300 px here."""
+    from cxr.resolution import recorded_sweep, resolution_sweep, small_image_note
+    from cxr.train import recorded_split
+    from tests import factory
+
+    predictor = Predictor.from_path(factory.shipped_path())
+    record = recorded_sweep(predictor.card)
+    assert record is not None, "recalibrated since? rerun: python bench/resolution.py --model cxrnet-ensemble --record"
+    fresh = resolution_sweep(predictor, recorded_split(predictor.card, full_data)[1], [300])
+    n_covid = fresh["n"]["COVID19"]
+    assert fresh["n"] == record["n"] and fresh["median_longest_side"] == record["median_longest_side"]
+    for name, now in fresh["by_side"][300].items():
+        then = record["by_side"]["300"][name]
+        assert now["mean_rise"] == pytest.approx(then["mean_rise"], abs=0.005)
+        # Shares of at most 88 images: a film on the threshold may flip on another CPU, no more.
+        assert now["at_or_above_threshold"] == pytest.approx(then["at_or_above_threshold"], abs=1.01 / n_covid)
+    found = round(record["clean_at_or_above_threshold"]["COVID19"] * n_covid)
+    kept = round(record["by_side"]["300"]["COVID19"]["kept_at_or_above"] * found)
+    assert f"Shrunk to 300 px, {kept} of the {found} it finds" in small_image_note(predictor.card, 256)
+
+
 def test_may_learn_describes_the_models_own_recipe():
     from cxr.card import ModelCard
     from cxr.probe import may_learn
