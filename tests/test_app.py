@@ -74,6 +74,45 @@ def test_threshold_help_and_test_sensitivity_count_patients_once(app_env):
     assert f"; {int(found == n)}/1 counting each patient or publication once, 95% CI" in texts(at)
 
 
+def test_a_small_upload_is_told_what_the_recorded_resolution_sweep_found(app_env):
+    import io
+    import json
+
+    from PIL import Image
+
+    # A sweep as `bench/resolution.py --record` stores it, at the card's own threshold.
+    card_file = next(app_env["store"].glob("*/card.json"))
+    card = json.loads(card_file.read_text())
+    card["metrics"]["resolution"] = {
+        "data": str(app_env["mini"]), "split": "validation", "threshold": card["covid_threshold"],
+        "n": {"COVID19": 14}, "median_longest_side": {"COVID19": 512}, "clean_at_or_above_threshold": {"COVID19": 1.0},
+        "by_side": {"160": {"COVID19": {"mean_rise": -0.43, "at_or_above_threshold": 0.14, "kept_at_or_above": 2 / 14,
+                                        "shrunk": 14, "called_same": 0.5}},
+                    "300": {"COVID19": {"mean_rise": -0.26, "at_or_above_threshold": 0.43, "kept_at_or_above": 6 / 14,
+                                        "shrunk": 14, "called_same": 0.7}}}}
+    card_file.write_text(json.dumps(card))
+    image = sorted((app_env["mini"] / "train" / "PNEUMONIA").glob("*.jpg"))[0]
+    small = image.read_bytes()  # 128 px, a small figure's size
+    large = io.BytesIO()
+    Image.open(image).resize((600, 600)).save(large, "PNG")  # larger than every side swept
+    at = run_page()
+    at.file_uploader(key="uploads").set_value([("small.jpg", small, "image/jpeg"),
+                                               ("large.png", large.getvalue(), "image/png")])
+    at.run()
+    assert not at.exception and not at.error
+    assert texts(at).count("### Predicted: ") == 2  # both read, neither flagged as not an X-ray
+    notes = [w.value for w in at.warning if "This X-ray is small" in w.value]
+    assert len(notes) == 1 and notes[0].startswith("This X-ray is small: 128 px on its longest side")
+    assert "Shrunk to 160 px, 2 of the 14 it finds at full size" in notes[0]
+    # The Evaluation page shows the recorded sweep beside the button that reruns it, without a clash.
+    at = run_page("evaluation_page.py", timeout=300)
+    assert not at.exception and "Resolution sweep recorded with the model" in texts(at)
+    at.button(key="resolution").click()
+    at.run(timeout=300)
+    assert not at.exception and not at.error
+    assert sum("longest side (px)" in d.value.columns for d in at.dataframe) == 2
+
+
 def test_predict_page_warns_instead_of_diagnosing_a_non_xray(app_env):
     at = run_page()
     # Uniform noise: a PNG the decoder accepts, nothing like a chest X-ray.

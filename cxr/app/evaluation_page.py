@@ -24,7 +24,7 @@ from cxr.metrics import reliability_bins, roc_points
 from cxr.ood import describe as describe_gate
 from cxr.probe import figure_probe, heat_location, lung_masks, may_learn
 from cxr.report import metrics_by_normal_source
-from cxr.resolution import resolution_sweep
+from cxr.resolution import recorded_sweep, resolution_sweep
 from cxr.threshold_report import describe_lowest, threshold_report
 
 
@@ -135,7 +135,7 @@ def resolution_report(model_path: str, data: str) -> dict:
     return resolution_sweep(predictor, recorded_split(predictor.card, Path(data))[1])
 
 
-def show_resolution(report: dict) -> None:
+def show_resolution(report: dict, key: str = "resolution-chart") -> None:
     """Per class, the share of validation X-rays at or above the threshold as they shrink to a figure's size."""
     # The images as stored sit at their median longest side, with no change.
     kept = "of those at or above as stored, still there"
@@ -152,7 +152,7 @@ def show_resolution(report: dict) -> None:
                "stored. The table also follows the films found as stored: those a figure of that size would lose. "
                "Validation only.")
     st.plotly_chart(px.line(frame, x="longest side (px)", y="at or above the threshold", color="class",
-                            markers=True, range_y=[0, 1.02]), key="resolution-chart")
+                            markers=True, range_y=[0, 1.02]), key=key)
     st.dataframe(frame, hide_index=True)
 
 
@@ -256,6 +256,10 @@ with tab_shortcuts:
             on_validation("Show the validation images behind the threshold", "threshold-images",
                           lambda: show_threshold_images(threshold_images(path, str(data))),
                           "the threshold was fitted on")
+            swept = recorded_sweep(card)
+            if swept:
+                st.markdown(f"**Resolution sweep recorded with the model** (on {swept['data']}, validation)")
+                show_resolution(swept, key="recorded-resolution-chart")
             on_validation("Follow P(COVID-19) down to a figure's resolution", "resolution",
                           lambda: show_resolution(resolution_report(path, str(data))),
                           "the sweep reads the validation split of")

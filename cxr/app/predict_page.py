@@ -16,6 +16,7 @@ from cxr.errors import CxrError
 from cxr.pipeline import analyze, boxed_png, explain, overlay_png
 from cxr.preprocess import LUNG_POLICIES
 from cxr.report_image import render_report
+from cxr.resolution import small_image_note
 from cxr.saliency import METHODS
 from cxr.views import describe as describe_views
 
@@ -95,6 +96,9 @@ for upload in uploads:
             if not np.isnan(covid) and not analysis.ood:
                 verdict = "above" if covid >= threshold else "below"
                 st.markdown(f"P(COVID-19) = **{covid:.1%}**, {verdict} the threshold {threshold:.2f}.")
+                small = small_image_note(card, max(analysis.img.shape))
+                if small:
+                    st.warning(small, icon=":material/warning:")
             with st.expander("The model's output anyway") if analysis.ood else st.container():
                 st.plotly_chart(probability_bars(analysis.classes, analysis.probs, threshold),
                                 key=f"bars-{upload.file_id}")
