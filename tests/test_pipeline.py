@@ -54,3 +54,26 @@ def test_report_is_a_png_page(predictor):
     with Image.open(io.BytesIO(png)) as pil:
         assert pil.format == "PNG" and pil.size == (1000, 900)
     assert DISCLAIMER.startswith("Research demo")
+
+
+def test_report_gives_no_diagnosis_for_a_flagged_image_and_carries_the_pages_notes():
+    from cxr.report_image import headline
+
+    img = np.full((128, 128), 90, np.uint8)
+    classes = ["COVID19", "NORMAL", "PNEUMONIA"]
+    read = Analysis(img, img, np.array([0.3, 0.6, 0.1]), classes, ood_score=0.4)
+    flagged = Analysis(img, img, np.array([0.3, 0.6, 0.1]), classes, ood_score=1.7)
+    assert headline(read, 0.28) == ("Predicted class: NORMAL", "P(COVID-19) 30.0% is above the threshold 0.28")
+    verdict, beside = headline(flagged, 0.28)
+    # As the Predict page: no class named as the answer for an image the gate flags.
+    assert verdict.startswith("No diagnosis") and "NORMAL" not in verdict and "score 1.70" in beside
+    heat = np.zeros(img.shape, np.float32)
+    common = dict(file_name="x.png", model_name="tiny", method_label="Grad-CAM", explained_class="NORMAL",
+                  covid_threshold=0.28)
+    note = "This X-ray is small: 128 px on its longest side. " * 6  # wraps onto three lines
+    with Image.open(io.BytesIO(render_report(read, heat, notes=[note], **common))) as pil:
+        assert pil.size == (1000, 900 + 3 * 20 + 10)
+        rows = np.asarray(pil.convert("RGB"))[775:835, 40:960]
+        assert (rows.min(axis=2) < 200).any()  # the note is drawn where the page grew
+    with Image.open(io.BytesIO(render_report(flagged, heat, **common))) as pil:
+        assert pil.size == (1000, 900)

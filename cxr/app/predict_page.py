@@ -78,6 +78,7 @@ for upload in uploads:
             rows.append({"file": upload.name, "error": str(exc)})
             continue
         covid = analysis.probability("COVID19")
+        small = None if analysis.ood else small_image_note(card, max(analysis.img.shape))
         rows.append({"file": upload.name, "label": "" if analysis.ood else analysis.label,
                      **{f"p_{c}": round(float(p), 4) for c, p in zip(analysis.classes, analysis.probs, strict=True)},
                      "covid_positive": bool(covid >= threshold) if not (np.isnan(covid) or analysis.ood) else "",
@@ -96,7 +97,6 @@ for upload in uploads:
             if not np.isnan(covid) and not analysis.ood:
                 verdict = "above" if covid >= threshold else "below"
                 st.markdown(f"P(COVID-19) = **{covid:.1%}**, {verdict} the threshold {threshold:.2f}.")
-                small = small_image_note(card, max(analysis.img.shape))
                 if small:
                     st.warning(small, icon=":material/warning:")
             with st.expander("The model's output anyway") if analysis.ood else st.container():
@@ -127,7 +127,7 @@ for upload in uploads:
         # Rendered only when clicked (a callable): most reruns never need the report.
         report = functools.partial(render_report, analysis, heatmap, file_name=upload.name, model_name=card.name,
                                    method_label=METHODS[method], explained_class=explained,
-                                   covid_threshold=threshold, opacity=opacity)
+                                   covid_threshold=threshold, opacity=opacity, notes=[small] if small else ())
         st.download_button("Download report (PNG)", report, file_name=f"{upload.name}.report.png",
                            mime="image/png", key=f"report-{upload.file_id}")
 
