@@ -59,7 +59,6 @@ def resolution_sweep(predictor, images: ImageSet, sides=SIDES, batch_size: int =
     return out
 
 
-
 def recorded_sweep(card) -> dict | None:
     """The sweep `bench/resolution.py --record` stored in the card, if it was made at the card's current
     threshold (a model recalibrated since would be misdescribed by it)."""
