@@ -41,8 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.record:
         from cxr.cli import resolve_model_path
 
-        # JSON keys: the sides as strings, as the card is read back.
-        predictor.card.metrics["resolution"] = json.loads(json.dumps({k: v for k, v in out.items() if k != "model"}))
+        predictor.card.metrics["resolution"] = {k: v for k, v in out.items() if k != "model"}  # saved as JSON
         predictor.card.save(resolve_model_path(args.model))
     print(json.dumps(out, indent=2))
 

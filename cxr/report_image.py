@@ -22,8 +22,8 @@ def _font(size: int):
 
 
 def headline(analysis: Analysis, covid_threshold: float) -> tuple[str, str]:
-    """The report's verdict and the line beside it, as the Predict page words them: no diagnosis for an
-    image the out-of-distribution gate flags."""
+    """The report's verdict and the line beside it, deciding as the Predict page does: no diagnosis for
+    an image the out-of-distribution gate flags."""
     if analysis.ood:
         return ("No diagnosis: not like the chest X-rays the model was trained on",
                 f"out-of-distribution score {analysis.ood_score:.2f} (above 1.00 is flagged); "
