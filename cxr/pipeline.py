@@ -51,6 +51,21 @@ def analyze(predictor: Predictor, data: bytes, name: str = "") -> Analysis:
                     tuple(int(v) for v in box))
 
 
+def result_row(name: str, analysis: Analysis, threshold: float, small_image_note: str | None = None) -> dict:
+    """One upload's row of the results table a page offers as CSV.
+
+    No label and no COVID-19 call for an image the OOD gate flags, as on the page. `small_image` says the
+    page warned that this X-ray is smaller than the model reads COVID-19 reliably (cxr.resolution), so
+    a batch's negatives can be told apart without opening each result.
+    """
+    covid = analysis.probability("COVID19")
+    return {"file": name, "label": "" if analysis.ood else analysis.label,
+            **{f"p_{c}": round(float(p), 4) for c, p in zip(analysis.classes, analysis.probs, strict=True)},
+            "covid_positive": "" if np.isnan(covid) or analysis.ood else bool(covid >= threshold),
+            "ood": analysis.ood, "ood_score": "" if analysis.ood_score is None else round(analysis.ood_score, 3),
+            "longest_side_px": int(max(analysis.img.shape)), "small_image": small_image_note is not None}
+
+
 def explain(explainer: Explainer, analysis: Analysis, class_index: int | None = None,
             method: str = "gradcam") -> np.ndarray:
     """(S, S) heatmap in 0..1 for `class_index` (default: the predicted class)."""

@@ -77,3 +77,19 @@ def test_report_gives_no_diagnosis_for_a_flagged_image_and_carries_the_pages_not
         assert (rows.min(axis=2) < 200).any()  # the note is drawn where the page grew
     with Image.open(io.BytesIO(render_report(flagged, heat, **common))) as pil:
         assert pil.size == (1000, 900)
+
+
+def test_result_row_gives_a_flagged_image_no_call_and_carries_size_and_the_small_image_flag():
+    from cxr.pipeline import result_row
+
+    img = np.full((250, 200), 90, np.uint8)
+    classes = ["COVID19", "NORMAL", "PNEUMONIA"]
+    read = Analysis(img, img[:128, :128], np.array([0.3, 0.6, 0.1]), classes, ood_score=0.4)
+    flagged = Analysis(img, img[:128, :128], np.array([0.3, 0.6, 0.1]), classes, ood_score=1.7)
+    row = result_row("a.png", read, 0.28, small_image_note="This X-ray is small: 250 px ...")
+    assert row == {"file": "a.png", "label": "NORMAL", "p_COVID19": 0.3, "p_NORMAL": 0.6, "p_PNEUMONIA": 0.1,
+                   "covid_positive": True, "ood": False, "ood_score": 0.4, "longest_side_px": 250,
+                   "small_image": True}
+    assert result_row("a.png", read, 0.31)["covid_positive"] is False
+    row = result_row("b.png", flagged, 0.28)
+    assert row["label"] == "" and row["covid_positive"] == "" and row["ood"] is True and row["small_image"] is False

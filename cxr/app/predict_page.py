@@ -13,7 +13,7 @@ from cxr.app.charts import probability_bars
 from cxr.app.resources import active_model_path, load_explainer, load_model_templates, load_predictor
 from cxr.calibration import grouped_evidence_note, rule_words, threshold_evidence
 from cxr.errors import CxrError
-from cxr.pipeline import analyze, boxed_png, explain, overlay_png
+from cxr.pipeline import analyze, boxed_png, explain, overlay_png, result_row
 from cxr.preprocess import LUNG_POLICIES
 from cxr.report_image import render_report
 from cxr.resolution import small_image_note
@@ -79,11 +79,7 @@ for upload in uploads:
             continue
         covid = analysis.probability("COVID19")
         small = None if analysis.ood else small_image_note(card, max(analysis.img.shape))
-        rows.append({"file": upload.name, "label": "" if analysis.ood else analysis.label,
-                     **{f"p_{c}": round(float(p), 4) for c, p in zip(analysis.classes, analysis.probs, strict=True)},
-                     "covid_positive": bool(covid >= threshold) if not (np.isnan(covid) or analysis.ood) else "",
-                     "ood": analysis.ood, "ood_score": "" if analysis.ood_score is None
-                     else round(analysis.ood_score, 3)})
+        rows.append(result_row(upload.name, analysis, threshold, small))
         left, right = st.columns([1, 1])
         with right:
             if analysis.ood:
