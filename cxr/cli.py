@@ -405,6 +405,9 @@ def cmd_predict(args) -> int:
             else:
                 probs = " ".join(f"{c}={p:.3f}" for c, p in r["probabilities"].items())
                 flag = f" [NOT LIKE A CHEST X-RAY: ood_score={r['ood_score']:.2f}]" if r.get("ood") else ""
+                if r.get("small_image"):
+                    flag += (f" [SMALL: {r['longest_side_px']} px; below the COVID-19 threshold rules out less "
+                             "than on a full-size film]")
                 print(f"{r['file']}: {r['label']} ({probs}){flag}")
             if csv_out:
                 csv_out.write(r)
@@ -442,7 +445,7 @@ class Progress:
 
 
 class CsvResults:
-    """Rows written as results arrive: file, label, one probability column per class, ood, error."""
+    """Rows written as results arrive: file, label, one probability column per class, ood, size, error."""
 
     def __init__(self, path: Path, classes: list[str]):
         import csv
@@ -450,12 +453,14 @@ class CsvResults:
         self.classes = classes
         self.fh = open(path, "w", newline="", encoding="utf-8")  # noqa: SIM115 - closed by close()
         self.writer = csv.writer(self.fh)
-        self.writer.writerow(["file", "label", *(f"p_{c}" for c in classes), "ood", "ood_score", "error"])
+        self.writer.writerow(["file", "label", *(f"p_{c}" for c in classes), "ood", "ood_score",
+                              "longest_side_px", "small_image", "error"])
 
     def write(self, r: dict) -> None:
         probs = r.get("probabilities", {})
         self.writer.writerow([r["file"], r.get("label", ""), *(probs.get(c, "") for c in self.classes),
-                              r.get("ood", ""), r.get("ood_score", ""), r.get("error", "")])
+                              r.get("ood", ""), r.get("ood_score", ""), r.get("longest_side_px", ""),
+                              r.get("small_image", ""), r.get("error", "")])
 
     def close(self) -> None:
         self.fh.close()

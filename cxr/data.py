@@ -132,7 +132,11 @@ def fingerprint(images: ImageSet) -> str:
 def load_for_model(path: str | Path, image_size: int, policy: str, views=()) -> np.ndarray:
     """Decode + resize one file: the exact path used for training, evaluation and serving.
     (S, S) uint8, or (K, S, S) with test-time `views` (`cxr.views`)."""
-    img = decode_image(path)
+    return prepare_decoded(decode_image(path), image_size, policy, views)
+
+
+def prepare_decoded(img: np.ndarray, image_size: int, policy: str, views=()) -> np.ndarray:
+    """`load_for_model` for an image already decoded, for a caller that also needs its size."""
     if not views:
         return prepare_image(img, image_size, policy)
     return model_view_stacks([img], image_size, policy, views)[0][0]

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from cxr.card import ModelCard
-from cxr.data import IMAGE_SUFFIXES, ImageSet, load_for_model, load_imageset, make_dataset
+from cxr.data import IMAGE_SUFFIXES, ImageSet, load_imageset, make_dataset, prepare_decoded
 from cxr.decode import decode_image
 from cxr.errors import CxrError
 from cxr.metrics import classification_metrics
@@ -165,19 +165,29 @@ class Predictor:
         return self.infer_views((self.prepare(img) for img in imgs), batch_size)[1]
 
     def predict_file(self, src: bytes | str | Path, name: str = "") -> dict:
-        """One file -> {"file", "label", "probabilities", "ood", "ood_score"}; raises InvalidImageError."""
-        probs, features = self.infer(self.model_input(decode_image(src, name=name)))
+        """One file -> {"file", "label", "probabilities", "ood", "ood_score", "longest_side_px", "small_image"};
+        raises InvalidImageError."""
+        img = decode_image(src, name=name)
+        probs, features = self.infer(self.model_input(img))
         scores = self.ood_scores(features)
-        return self.result(name or str(src), probs[0], None if scores is None else float(scores[0]))
+        return self.result(name or str(src), probs[0], None if scores is None else float(scores[0]), max(img.shape))
 
-    def result(self, file: str, probs: np.ndarray, ood_score: float | None = None) -> dict:
+    def result(self, file: str, probs: np.ndarray, ood_score: float | None = None,
+               longest_side: int | None = None) -> dict:
+        from cxr.resolution import small_image_note
+
+        ood = None if ood_score is None else bool(ood_score > 1.0)
         return {
             "file": file,
             "label": self.classes[int(np.argmax(probs))],
             "probabilities": {c: round(float(p), 6) for c, p in zip(self.classes, probs, strict=False)},
             # None only for models saved before the gate existed: unknown, not "in distribution".
-            "ood": None if ood_score is None else bool(ood_score > 1.0),
+            "ood": ood,
             "ood_score": None if ood_score is None else round(ood_score, 4),
+            "longest_side_px": None if longest_side is None else int(longest_side),
+            # The Predict page's small-image warning (cxr.resolution): a negative here rules out less.
+            "small_image": (longest_side is not None and not ood
+                            and small_image_note(self.card, int(longest_side)) is not None),
         }
 
     def predict_stream(self, files: Iterable[str | Path], batch_size: int = 32) -> Iterator[dict]:
@@ -194,27 +204,30 @@ class Predictor:
 
         def load(path_bytes):
             try:
-                return load_for_model(path_bytes.decode(), size, policy, views), b""
+                img = decode_image(path_bytes.decode())
+                return prepare_decoded(img, size, policy, views), b"", np.int32(max(img.shape))
             except CxrError as exc:
-                return np.zeros(shape, np.uint8), str(exc).encode()
+                return np.zeros(shape, np.uint8), str(exc).encode(), np.int32(0)
 
         def load_tf(path):
-            img, error = tf.numpy_function(load, [path], (tf.uint8, tf.string), stateful=False)
+            img, error, side = tf.numpy_function(load, [path], (tf.uint8, tf.string, tf.int32), stateful=False)
             img.set_shape(shape)
             error.set_shape(())
-            return path, img, error
+            side.set_shape(())
+            return path, img, error, side
 
         ds = tf.data.Dataset.from_generator(lambda: (str(f) for f in files),
                                             output_signature=tf.TensorSpec((), tf.string))
         ds = ds.map(load_tf, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(2)
-        for paths, imgs, errors in ds:
+        for paths, imgs, errors, sides in ds:
             probs, features = self.infer(to_model_input(imgs.numpy()))
             scores = self.ood_scores(features)
             for i, (path, error) in enumerate(zip(paths.numpy(), errors.numpy(), strict=True)):
                 if error:
                     yield {"file": path.decode(), "error": error.decode()}
                 else:
-                    yield self.result(path.decode(), probs[i], None if scores is None else float(scores[i]))
+                    yield self.result(path.decode(), probs[i], None if scores is None else float(scores[i]),
+                                      int(sides[i]))
 
     def predict_imageset(self, images: ImageSet, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
         """Stream a labelled set through tf.data -> (probs (N, C), labels (N,))."""

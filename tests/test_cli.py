@@ -140,6 +140,7 @@ def test_predict_folder_streams_json_csv_and_progress(tiny_model, mini_data, tmp
     assert len(files) == 6 and str(folder / "broken.png") in files and "notes.txt" not in out.stdout
     assert set(files) - {str(folder / "broken.png")} == {str(p) for p in expected}
     assert all(isinstance(r["ood"], bool) for r in results if "error" not in r)
+    assert all(r["longest_side_px"] > 0 and r["small_image"] is False for r in results if "error" not in r)
     assert "6/6 files" in out.stderr  # the progress bar reached the end
     rows = list(csv.DictReader(out_csv.open()))
     assert [r["file"] for r in rows] == files
@@ -147,6 +148,7 @@ def test_predict_folder_streams_json_csv_and_progress(tiny_model, mini_data, tmp
     assert broken["error"] and not broken["label"]
     ok = next(r for r in rows if not r["error"])
     assert abs(sum(float(ok[f"p_{c}"]) for c in ("COVID19", "NORMAL", "PNEUMONIA")) - 1) < 1e-3
+    assert int(ok["longest_side_px"]) > 0 and ok["small_image"] == "False"  # the tiny model has no recorded sweep
 
 
 def test_train_command_defaults_are_the_library_defaults():

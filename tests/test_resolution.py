@@ -33,3 +33,32 @@ def test_no_note_for_a_full_size_upload_a_stale_or_missing_sweep_or_nothing_foun
     assert recorded_sweep(stale) is None and small_image_note(stale, 250) is None
     assert small_image_note(ModelCard("m", "cxrnet", ["COVID19", "NORMAL"], 224), 250) is None
     assert small_image_note(card_with_sweep(found=0.0), 250) is None  # no film found to follow
+
+
+def test_predictions_carry_the_size_and_the_small_image_flag_the_page_warns_on(tiny_model, mini_data, tmp_path):
+    """`predict_file` and `predict_stream` (the CLI's --json and --csv) flag a small X-ray as the Predict
+    page does, from the card's recorded sweep; a model without one flags nothing but still gives the size."""
+    import json
+    import shutil
+
+    from PIL import Image
+
+    from cxr.predict import Predictor
+
+    image = sorted((mini_data / "test" / "NORMAL").glob("*.jpg"))[0]
+    large = tmp_path / "large.png"
+    Image.open(image).resize((600, 500)).save(large)
+    side = max(Image.open(image).size)
+    plain = Predictor.from_path(tiny_model).predict_file(image)
+    assert plain["longest_side_px"] == side and plain["small_image"] is False
+    model = shutil.copytree(tiny_model, tmp_path / "swept")
+    card = json.loads((model / "card.json").read_text())
+    card["metrics"]["resolution"] = card_with_sweep(threshold=card["covid_threshold"],
+                                                    recorded_at=card["covid_threshold"]).metrics["resolution"]
+    (model / "card.json").write_text(json.dumps(card))
+    swept = Predictor.from_path(model)
+    one = swept.predict_file(image.read_bytes(), image.name)
+    assert one["small_image"] is (not one["ood"]) and one["longest_side_px"] == side <= 420
+    streamed = {r["file"]: r for r in swept.predict_stream([image, large], batch_size=2)}
+    assert streamed[str(large)]["longest_side_px"] == 600 and streamed[str(large)]["small_image"] is False
+    assert streamed[str(image)]["small_image"] is one["small_image"]
