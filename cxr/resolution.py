@@ -15,7 +15,7 @@ from PIL import Image
 
 from cxr.data import ImageSet
 from cxr.decode import decode_image
-from cxr.errors import ModelError
+from cxr.errors import CxrError, ModelError
 from cxr.metrics import COVID
 from cxr.shortcut import shrink_and_restore
 
@@ -35,8 +35,14 @@ def resolution_sweep(predictor, images: ImageSet, sides=SIDES, batch_size: int =
     if COVID not in classes:
         raise ModelError(f"{predictor.card.name} has no {COVID} class, so no P({COVID}) to follow.")
     covid, threshold = classes.index(COVID), predictor.card.covid_threshold
-    decoded = [decode_image(p) for p in images.paths]
-    labels = np.asarray(images.labels)
+    decoded, labels = [], []
+    for path, label in zip(images.paths, images.labels, strict=True):
+        try:
+            decoded.append(decode_image(path))
+        except CxrError:  # left out, as training and the acquisition figures leave it out
+            continue
+        labels.append(label)
+    labels = np.asarray(labels, np.int64)
     longest = np.array([max(img.shape) for img in decoded])
     clean = predictor.infer_images(decoded, batch_size)[0]
     found = clean[:, covid] >= threshold
@@ -60,17 +66,19 @@ def resolution_sweep(predictor, images: ImageSet, sides=SIDES, batch_size: int =
 
 
 def recorded_sweep(card) -> dict | None:
-    """The sweep `bench/resolution.py --record` stored in the card, if it was made at the card's current
-    threshold (a model recalibrated since would be misdescribed by it)."""
+    """The sweep stored in the card (by `cxr.train.finalize` when a model is trained, calibrated or
+    averaged, or by `bench/resolution.py --record`), if it was made at the card's current threshold (a
+    model recalibrated since would be misdescribed by it)."""
     record = card.metrics.get("resolution")
     return record if record and record.get("threshold") == card.covid_threshold else None
 
 
 def small_image_note(card, longest_side: int) -> str | None:
-    """What the card's recorded resolution sweep (`bench/resolution.py --record`) says about an X-ray whose
-    longest side is `longest_side` px, in plain words. None when the image is no smaller than every side
-    swept, when the card has no record or one made at another threshold (recalibrated since), or when the
-    model found no validation COVID-19 film to follow.
+    """What the card's recorded resolution sweep (`recorded_sweep`) says about an X-ray whose longest side
+    is `longest_side` px, in plain words. None when the image is no smaller than every side swept, when
+    the card has no record or one made at another threshold (recalibrated since), when the model found
+    no validation COVID-19 film to follow, or when no validation COVID-19 film was larger than that side
+    (the sweep then measured nothing there: validation images already that small).
 
     Quotes the smallest swept side at or above the image's: the loss it states is the least an image this
     small would suffer, since a smaller figure carries less detail still.
@@ -79,7 +87,7 @@ def small_image_note(card, longest_side: int) -> str | None:
     by_side = {int(side): per for side, per in record.get("by_side", {}).items()}
     sides = sorted(side for side in by_side if side >= longest_side)
     covid = by_side[sides[0]].get(COVID, {}) if sides else {}
-    if covid.get("kept_at_or_above") is None:
+    if covid.get("kept_at_or_above") is None or covid.get("shrunk") == 0:
         return None
     n_found = round(record["clean_at_or_above_threshold"][COVID] * record["n"][COVID])
     return (f"This X-ray is small: {longest_side} px on its longest side (this model's validation COVID-19 films: "

@@ -33,11 +33,38 @@ def test_no_note_for_a_full_size_upload_a_stale_or_missing_sweep_or_nothing_foun
     assert recorded_sweep(stale) is None and small_image_note(stale, 250) is None
     assert small_image_note(ModelCard("m", "cxrnet", ["COVID19", "NORMAL"], 224), 250) is None
     assert small_image_note(card_with_sweep(found=0.0), 250) is None  # no film found to follow
+    unmeasured = card_with_sweep()
+    unmeasured.metrics["resolution"]["by_side"]["300"]["COVID19"]["shrunk"] = 0  # every validation film <= 300 px
+    assert small_image_note(unmeasured, 250) is None and "Shrunk to 160 px" in small_image_note(unmeasured, 150)
+
+
+def test_training_records_the_sweep_on_validation_skipping_unreadable_files(tiny_model, mini_data, tmp_path):
+    """`finalize` (train, calibrate, ensemble) stores the sweep at the fitted threshold, so a retrained
+    model's Predict page can warn too. The mini set's X-rays are 128 px, smaller than every swept side:
+    nothing is shrunk, so the record says nothing about a small upload, and no note is made up."""
+    from cxr.data import ImageSet
+    from cxr.predict import Predictor
+    from cxr.resolution import SIDES, resolution_sweep
+
+    card = Predictor.from_path(tiny_model).card
+    record = recorded_sweep(card)
+    assert record is not None and record["split"] == "validation" and record["threshold"] == card.covid_threshold
+    assert record["data"] == card.training["data"]["path"]
+    assert sorted(int(side) for side in record["by_side"]) == list(SIDES)
+    assert all(per["COVID19"]["shrunk"] == 0 for per in record["by_side"].values())
+    assert small_image_note(card, 100) is None
+    # A broken file in the split is left out, as training leaves it out, instead of stopping the sweep.
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    covid = sorted((mini_data / "test" / "COVID19").glob("*.jpg"))[:2]
+    images = ImageSet([*covid, broken], [0, 0, 0], card.classes)
+    sweep = resolution_sweep(Predictor.from_path(tiny_model), images, sides=(64,))
+    assert sweep["n"] == {"COVID19": 2} and sweep["by_side"][64]["COVID19"]["shrunk"] == 2
 
 
 def test_predictions_carry_the_size_and_the_small_image_flag_the_page_warns_on(tiny_model, mini_data, tmp_path):
     """`predict_file` and `predict_stream` (the CLI's --json and --csv) flag a small X-ray as the Predict
-    page does, from the card's recorded sweep; a model without one flags nothing but still gives the size."""
+    page does, from the card's recorded sweep; one that measured nothing (128 px validation) flags nothing."""
     import json
     import shutil
 

@@ -258,7 +258,8 @@ with tab_shortcuts:
                           "the threshold was fitted on")
             swept = recorded_sweep(card)
             if swept:
-                st.markdown(f"**Resolution sweep recorded with the model** (on {swept['data']}, validation)")
+                where = f"{swept['data']}, validation" if swept.get("data") else "its validation split"
+                st.markdown(f"**Resolution sweep recorded with the model** (on {where})")
                 show_resolution(swept, key="recorded-resolution-chart")
             on_validation("Follow P(COVID-19) down to a figure's resolution", "resolution",
                           lambda: show_resolution(resolution_report(path, str(data))),
