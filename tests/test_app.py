@@ -144,6 +144,11 @@ def test_predict_page_reports_a_bad_file_and_still_classifies_the_others(app_env
     warned = [w for w in at.warning if "does not look like" in w.value]
     assert texts(at).count("### Predicted: ") + len(warned) == 2 and "### Predicted: " in texts(at)
     assert any(b.label == "Download all results (CSV)" for b in at.get("download_button"))
+    # Above the results, one table of all files: the unreadable one with its reason, none left out.
+    table = at.dataframe[0].value
+    assert len(table) == 3 and list(table.columns[:4]) == ["file", "label", "p_COVID19", "covid_positive"]
+    assert table["file"].tolist() == ["notes.png", good.name, "IM0001"]
+    assert table["error"].notna().tolist() == [True, False, False] and table["label"].notna().tolist()[0] is False
 
 
 def test_predict_page_reads_a_pacs_export_like_the_uncompressed_file(app_env):

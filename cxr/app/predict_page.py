@@ -67,6 +67,8 @@ if not uploads:
     st.stop()
 
 templates = load_model_templates(path)
+# Several files: a table of all of them goes above the per-file results, filled in once they are read.
+overview = st.container(key="overview") if len(uploads) > 1 else None
 rows = []
 for upload in uploads:
     with st.container(border=True, key=f"result-{upload.file_id}"):
@@ -127,10 +129,23 @@ for upload in uploads:
         st.download_button("Download report (PNG)", report, file_name=f"{upload.name}.report.png",
                            mime="image/png", key=f"report-{upload.file_id}")
 
-if len(uploads) > 1:
+if overview is not None:
+    first = ["file", "label", "p_COVID19", "covid_positive", "ood", "small_image", "error"]
+    fields = sorted({k for r in rows for k in r}, key=lambda k: (first.index(k) if k in first else len(first), k))
     buf = io.StringIO()
-    fields = sorted({k for r in rows for k in r}, key=lambda k: (k != "file", k))
     writer = csv.DictWriter(buf, fieldnames=fields)
     writer.writeheader()
     writer.writerows(rows)
-    st.download_button("Download all results (CSV)", buf.getvalue(), file_name="cxr-results.csv", mime="text/csv")
+    with overview:
+        st.markdown(f"**{len(uploads)} files** at the threshold {threshold:.2f}: details of each below.")
+        # None, not "", where a file has no value: a column of one type each for Arrow.
+        table = [{k: None if r.get(k, "") == "" else r[k] for k in fields} for r in rows]
+        st.dataframe(table, hide_index=True, key="overview-table",
+                     column_config={**{f"p_{c}": st.column_config.NumberColumn(f"P({c})", format="%.3f")
+                                       for c in predictor.classes},
+                                    "p_COVID19": st.column_config.NumberColumn("P(COVID-19)", format="%.3f"),
+                                    "covid_positive": "COVID-19 call", "small_image": "small image",
+                                    "longest_side_px": "longest side (px)", "ood": "not like an X-ray",
+                                    "ood_score": st.column_config.NumberColumn("OOD score", format="%.2f")})
+        st.download_button("Download all results (CSV)", buf.getvalue(), file_name="cxr-results.csv",
+                           mime="text/csv")
