@@ -66,8 +66,10 @@ class TrainingJob:
 
 
 def compare_on_split(store: ModelStore, new: StoredModel, data, split: str) -> dict:
-    """Metrics of the new and the active model on the same held-out split."""
+    """Metrics of the new and the active model on the same held-out split, each with its card's
+    validation figures under "validation" (`cxr.selection.validation_row`)."""
     from cxr.predict import Predictor
+    from cxr.selection import validation_row
 
     out = {}
     candidates = {"new": new.path}
@@ -77,7 +79,8 @@ def compare_on_split(store: ModelStore, new: StoredModel, data, split: str) -> d
     for role, path in candidates.items():
         predictor = Predictor.from_path(path)
         try:
-            out[role] = {"model": predictor.card.name, **predictor.evaluate(data, split)[3]}
+            out[role] = {"model": predictor.card.name, **predictor.evaluate(data, split)[3],
+                         "validation": validation_row(predictor.card)}
         except CxrError as exc:
             out[role] = {"error": str(exc)}
     return out

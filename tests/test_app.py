@@ -337,6 +337,11 @@ def test_retrain_page_trains_evaluates_and_activates(app_env):
     assert job.result.card.metrics["calibration"]["threshold_rule"] == "groups"
     compared = next(d.value for d in at.dataframe if "COVID-19 threshold" in d.value.columns)
     assert compared.loc["new", "COVID-19 threshold"] == job.result.card.covid_threshold
+    robust = next(d.value for d in at.dataframe if "selection figure" in d.value.columns)
+    assert list(robust.index) == ["new", "active"]
+    assert robust.loc["new", "validation log-loss"] == job.result.card.metrics["calibration"]["nll_after"]
+    # The mini set's 128 px X-rays are smaller than 300 px: the sweep measured nothing there, so no figure.
+    assert robust["COVID-19 found, still found at 300 px"].isna().all()
     assert "of normals below the COVID-19 threshold (clean" in shown  # figure-like validation
     assert set(job.evaluation) == {"new", "active"} and job.evaluation["new"]["n"] == 12
     assert job.result.card.resize_policy == "lung-fields"

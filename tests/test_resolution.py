@@ -9,7 +9,8 @@ def card_with_sweep(threshold: float = 0.28, recorded_at: float = 0.28, found: f
     sweep = {"threshold": recorded_at, "n": {"COVID19": 14, "NORMAL": 88},
              "median_longest_side": {"COVID19": 512, "NORMAL": 512},
              "clean_at_or_above_threshold": {"COVID19": found, "NORMAL": 0.06},
-             "by_side": {side: {"COVID19": {"mean_rise": rise, "kept_at_or_above": kept if found else None},
+             "by_side": {side: {"COVID19": {"mean_rise": rise, "kept_at_or_above": kept if found else None,
+                                            "shrunk": 14},
                                 "NORMAL": {"mean_rise": -0.01, "kept_at_or_above": 1.0}}
                          for side, rise, kept in (("160", -0.43, 2 / 14), ("300", -0.26, 6 / 14),
                                                   ("420", -0.1, 11 / 14))}}
@@ -89,3 +90,16 @@ def test_predictions_carry_the_size_and_the_small_image_flag_the_page_warns_on(t
     streamed = {r["file"]: r for r in swept.predict_stream([image, large], batch_size=2)}
     assert streamed[str(large)]["longest_side_px"] == 600 and streamed[str(large)]["small_image"] is False
     assert streamed[str(image)]["small_image"] is one["small_image"]
+
+
+def test_the_retrain_pages_validation_row_quotes_the_recorded_sweep_only_where_it_measured():
+    from cxr.selection import validation_row
+
+    row = validation_row(card_with_sweep())
+    assert row["COVID-19 found, still found at 300 px"] == 6 / 14
+    assert row["validation log-loss"] is None and row["COVID-19 at or above threshold, darker"] is None
+    stale = card_with_sweep(threshold=0.2)  # recalibrated since: the record no longer describes it
+    assert validation_row(stale)["COVID-19 found, still found at 300 px"] is None
+    unmeasured = card_with_sweep()
+    unmeasured.metrics["resolution"]["by_side"]["300"]["COVID19"]["shrunk"] = 0
+    assert validation_row(unmeasured)["COVID-19 found, still found at 300 px"] is None

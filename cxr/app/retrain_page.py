@@ -160,6 +160,11 @@ def show_job(live: bool) -> None:
         table = {role: comparison_row(m) for role, m in job.evaluation.items() if "error" not in m}
         st.markdown("**Test split (same sources as training):** new model vs the active one")
         st.dataframe(pd.DataFrame(table).T)
+        recorded = {role: m["validation"] for role, m in job.evaluation.items() if m.get("validation")}
+        if recorded:
+            # What the test split cannot show: how each leans on the source (each on its own validation split).
+            st.markdown("**Validation, as each model's card records it:** shortcuts and robustness")
+            st.dataframe(pd.DataFrame(recorded).T, key="validation-compared")
     if st.button(f"Activate {job.result.name}", type="primary", key="activate-new"):
         try:
             store.activate(job.result.name)
