@@ -22,6 +22,7 @@ from cxr.errors import CxrError
 from cxr.lungs import default_segmenter, field_in_box, lung_mask, read_mask
 from cxr.metrics import COVID, NORMAL
 from cxr.preprocess import crop_box, place_heatmap, to_model_input
+from cxr.resolution import figure_size_sentence
 from cxr.shortcut import KINDS, TRAINING_KINDS, degrade
 
 PNEUMONIA = "PNEUMONIA"
@@ -76,7 +77,7 @@ def may_learn(card) -> str:
     if config.get("lung_gate"):
         cues += _GATE
     side = config.get("detail_side")
-    cues += _DETAIL[bool(side)].format(side=side)
+    cues += _DETAIL[bool(side)].format(side=side) + (figure_size_sentence(card) or "")
     if len(card.test_time_views) > 1:
         cues += (f"Its probabilities average {len(card.test_time_views)} views of that box (a little larger, "
                  "smaller and shifted), so no single crop decides; its saliency explains the box itself. ")

@@ -95,3 +95,18 @@ def small_image_note(card, longest_side: int) -> str | None:
             f"{round(covid['kept_at_or_above'] * n_found)} of the {n_found} it finds at full size stayed at or above "
             f"its threshold {record['threshold']:.2f} (mean change of P(COVID-19) {covid['mean_rise']:+.2f}). At this "
             "size a result below the threshold rules out COVID-19 less than it does on a full-size film.")
+
+
+def figure_size_sentence(card, side: int = 300) -> str | None:
+    """One plain sentence for the model card: of the validation COVID-19 films the model finds as
+    stored, how many it still finds shrunk to `side` px (a journal figure's size), from the recorded
+    sweep. None where the card has no current record or the sweep measured nothing at that side."""
+    record = recorded_sweep(card) or {}
+    covid = {int(k): v for k, v in record.get("by_side", {}).items()}.get(side, {}).get(COVID, {})
+    if covid.get("kept_at_or_above") is None or not covid.get("shrunk"):
+        return None
+    n_found = round(record["clean_at_or_above_threshold"][COVID] * record["n"][COVID])
+    kept = round(covid["kept_at_or_above"] * n_found)
+    return (f"Of the {n_found} validation COVID-19 films it finds as stored, {kept} stay at or above its threshold "
+            f"shrunk to {side} px, a journal figure's size: a small COVID-19 figure may be missed, and the Predict "
+            "page warns on a small upload. ")

@@ -156,6 +156,13 @@ def test_may_learn_describes_the_models_own_recipe():
                                  training={"config": {"source_cues": 0.5, "detail_side": 112}}))
     assert "blurred to 112x112 px" in capped and "sharpness itself" not in capped
     assert all("sharpness itself can mark the source" in text for text in (lungs, plain, gated, viewed))
+    # With a current resolution sweep on the card, what a figure's size costs it, in its own numbers.
+    from tests.test_resolution import card_with_sweep
+
+    swept = card_with_sweep()
+    assert "Of the 14 validation COVID-19 films it finds as stored, 6 stay at or above its threshold shrunk to " \
+           "300 px" in may_learn(swept)
+    assert "films it finds" not in lungs and "films it finds" not in may_learn(card_with_sweep(threshold=0.2))
 
 
 def test_even_lung_heat_spreads_over_the_frame_as_its_grid_coarsens():
