@@ -130,7 +130,8 @@ def show_job(live: bool) -> None:
         # Redraw the whole page once, so this panel stops polling a job that has ended.
         st.rerun(scope="app")
     st.subheader(f"Training on {job.config.data.name}: {'cancelling' if job.cancelling else job.status}")
-    stages = {"finishing": "calibrating, fitting the out-of-distribution gate and the templates",
+    stages = {"finishing": "calibrating, scoring validation as figures and as other hospitals' X-rays, "
+                           "fitting the out-of-distribution gate and the templates",
               "evaluating": f"evaluating the new and the active model on {job.config.data.name}/test"}
     doing = stages.get(job.stage) if not job.finished else None
     st.progress(1.0 if doing else min(job.epoch / job.config.epochs, 1.0),
