@@ -73,23 +73,40 @@ def recorded_sweep(card) -> dict | None:
     return record if record and record.get("threshold") == card.covid_threshold else None
 
 
+def _covid_at(card, side: int) -> tuple[dict, dict]:
+    """(the current record, its COVID-19 entry at `side`), the entry empty where the sweep has no answer
+    there: no current record, no film found to follow, or no validation film larger than `side` (the
+    sweep then measured nothing: the validation images are already that small)."""
+    record = recorded_sweep(card) or {}
+    covid = {int(k): v for k, v in record.get("by_side", {}).items()}.get(side, {}).get(COVID, {})
+    return record, covid if covid.get("kept_at_or_above") is not None and covid.get("shrunk") else {}
+
+
+def _found(record: dict) -> int:
+    """How many validation COVID-19 films the model found as stored, from the shares the sweep records."""
+    return round(record["clean_at_or_above_threshold"][COVID] * record["n"][COVID])
+
+
+def kept_at(card, side: int = 300) -> float | None:
+    """Of the validation COVID-19 films the model finds as stored, the share it still finds shrunk to
+    `side` px, from the card's current record; None where the sweep has no answer there."""
+    return _covid_at(card, side)[1].get("kept_at_or_above")
+
+
 def small_image_note(card, longest_side: int) -> str | None:
     """What the card's recorded resolution sweep (`recorded_sweep`) says about an X-ray whose longest side
-    is `longest_side` px, in plain words. None when the image is no smaller than every side swept, when
-    the card has no record or one made at another threshold (recalibrated since), when the model found
-    no validation COVID-19 film to follow, or when no validation COVID-19 film was larger than that side
-    (the sweep then measured nothing there: validation images already that small).
+    is `longest_side` px, in plain words. None when the image is no smaller than every side swept, or
+    when the sweep has no answer at the side it would quote (`_covid_at`).
 
     Quotes the smallest swept side at or above the image's: the loss it states is the least an image this
     small would suffer, since a smaller figure carries less detail still.
     """
     record = recorded_sweep(card) or {}
-    by_side = {int(side): per for side, per in record.get("by_side", {}).items()}
-    sides = sorted(side for side in by_side if side >= longest_side)
-    covid = by_side[sides[0]].get(COVID, {}) if sides else {}
-    if covid.get("kept_at_or_above") is None or covid.get("shrunk") == 0:
+    sides = sorted(int(side) for side in record.get("by_side", {}) if int(side) >= longest_side)
+    record, covid = _covid_at(card, sides[0]) if sides else ({}, {})
+    if not covid:
         return None
-    n_found = round(record["clean_at_or_above_threshold"][COVID] * record["n"][COVID])
+    n_found = _found(record)
     return (f"This X-ray is small: {longest_side} px on its longest side (this model's validation COVID-19 films: "
             f"median {record['median_longest_side'][COVID]} px). Shrunk to {sides[0]} px, "
             f"{round(covid['kept_at_or_above'] * n_found)} of the {n_found} it finds at full size stayed at or above "
@@ -100,13 +117,12 @@ def small_image_note(card, longest_side: int) -> str | None:
 def figure_size_sentence(card, side: int = 300) -> str | None:
     """One plain sentence for the model card: of the validation COVID-19 films the model finds as
     stored, how many it still finds shrunk to `side` px (a journal figure's size), from the recorded
-    sweep. None where the card has no current record or the sweep measured nothing at that side."""
-    record = recorded_sweep(card) or {}
-    covid = {int(k): v for k, v in record.get("by_side", {}).items()}.get(side, {}).get(COVID, {})
-    if covid.get("kept_at_or_above") is None or not covid.get("shrunk"):
+    sweep. None where the sweep has no answer there."""
+    record, covid = _covid_at(card, side)
+    if not covid:
         return None
-    n_found = round(record["clean_at_or_above_threshold"][COVID] * record["n"][COVID])
-    kept = round(covid["kept_at_or_above"] * n_found)
-    return (f"Of the {n_found} validation COVID-19 films it finds as stored, {kept} stay at or above its threshold "
-            f"shrunk to {side} px, a journal figure's size: a small COVID-19 figure may be missed, and the Predict "
-            "page warns on a small upload. ")
+    n_found = _found(record)
+    return (f"Of the {n_found} validation COVID-19 films it finds as stored, "
+            f"{round(covid['kept_at_or_above'] * n_found)} stay at or above its threshold shrunk to {side} px, a "
+            "journal figure's size: a small COVID-19 figure may be missed, and the Predict page warns on a small "
+            "upload. ")

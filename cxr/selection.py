@@ -99,18 +99,16 @@ def validation_row(card) -> dict:
     records nothing): log-loss, the selection figure, normals kept below the threshold as figures,
     COVID-19 kept at or above it once darker, and, of the COVID-19 films found, those still found
     shrunk to 300 px (the journal-figure resolution the Predict page warns about)."""
-    from cxr.resolution import recorded_sweep
+    from cxr.resolution import kept_at
 
     metrics = card.metrics
     darker = metrics.get("validation_acquisition", {}).get("changes", {}).get("darker", {})
-    sweep = (recorded_sweep(card) or {}).get("by_side", {})
-    at_300 = (sweep.get("300") or sweep.get(300) or {}).get("COVID19", {})
     return {"validation log-loss": metrics.get("calibration", {}).get("nll_after"),
             "selection figure": metrics.get("selection", {}).get("score"),
             "figure-like normals below threshold": metrics.get("validation_figure_like", {}).get(
                 "normal_below_threshold"),
             "COVID-19 at or above threshold, darker": darker.get("covid_at_or_above_threshold"),
-            "COVID-19 found, still found at 300 px": at_300.get("kept_at_or_above") if at_300.get("shrunk") else None}
+            "COVID-19 found, still found at 300 px": kept_at(card, 300)}
 
 
 def model_score(clean: float | None, figure_like: float | None, acquisition: float | None) -> dict:
