@@ -398,7 +398,8 @@ def test_retrain_page_says_what_a_job_does_after_its_epochs(app_env):
         at = run_page("retrain_page.py")
         assert not at.exception
         (progress,) = at.get("progress")
-        assert "3 epochs done; calibrating, fitting the out-of-distribution gate" in progress.proto.text
+        assert "3 epochs done; calibrating, scoring validation as figures" in progress.proto.text
+        assert "fitting the out-of-distribution gate" in progress.proto.text
         assert progress.proto.value == 100
     finally:
         runner.job = previous
