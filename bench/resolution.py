@@ -24,7 +24,7 @@ from bench.common import model_and_recorded_split  # noqa: E402
 
 def main(argv: list[str] | None = None) -> None:
     from cxr.errors import CxrError
-    from cxr.resolution import SIDES, resolution_sweep
+    from cxr.resolution import SIDES, validation_record
 
     def add_arguments(parser):
         parser.add_argument("--sides", default=",".join(map(str, SIDES)),
@@ -34,16 +34,15 @@ def main(argv: list[str] | None = None) -> None:
     predictor, _, val, args = model_and_recorded_split(__doc__.splitlines()[0], argv, add_arguments)
     try:
         sides = [int(s) for s in args.sides.split(",") if s.strip()]
-        report = resolution_sweep(predictor, val, sides)
+        record = validation_record(predictor, val, args.data, sides)
     except (CxrError, ValueError) as e:
         sys.exit(f"resolution.py: {e}")
-    out = {"model": predictor.card.name, "data": str(args.data), "split": "validation", **report}
     if args.record:
         from cxr.cli import resolve_model_path
 
-        predictor.card.metrics["resolution"] = {k: v for k, v in out.items() if k != "model"}  # saved as JSON
+        predictor.card.metrics["resolution"] = record  # saved as JSON
         predictor.card.save(resolve_model_path(args.model))
-    print(json.dumps(out, indent=2))
+    print(json.dumps({"model": predictor.card.name, **record}, indent=2))
 
 
 if __name__ == "__main__":

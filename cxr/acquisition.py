@@ -13,7 +13,6 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from cxr.errors import CxrError
 from cxr.metrics import COVID
 
 CHANGES = ("darker", "brighter", "low_contrast", "rotated")
@@ -68,17 +67,10 @@ def on_validation(predictor, images, batch_size: int = 32) -> dict:
     COVID-19 threshold and of normals below it; `mean_log_loss` over the changes. Unreadable files
     are left out, as training leaves them out."""
     from cxr.calibration import nll
-    from cxr.decode import decode_image
+    from cxr.data import decode_readable
     from cxr.selection import normals_below
 
-    decoded, labels = [], []
-    for path, label in zip(images.paths, images.labels, strict=True):
-        try:
-            decoded.append(decode_image(path))
-        except CxrError:
-            continue
-        labels.append(label)
-    labels = np.asarray(labels, np.int64)
+    decoded, labels = decode_readable(images)
     classes, threshold = predictor.classes, predictor.card.covid_threshold
     covid = classes.index(COVID) if COVID in classes else None
     per = {}

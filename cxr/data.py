@@ -129,6 +129,19 @@ def fingerprint(images: ImageSet) -> str:
     return digest.hexdigest()
 
 
+def decode_readable(images: ImageSet) -> tuple[list[np.ndarray], np.ndarray]:
+    """(decoded (H, W) uint8 images, their labels) of every file of `images` that decodes; an
+    unreadable one is left out, as training leaves it out."""
+    decoded, labels = [], []
+    for path, label in zip(images.paths, images.labels, strict=True):
+        try:
+            decoded.append(decode_image(path))
+        except CxrError:
+            continue
+        labels.append(label)
+    return decoded, np.asarray(labels, np.int64)
+
+
 def load_for_model(path: str | Path, image_size: int, policy: str, views=()) -> np.ndarray:
     """Decode + resize one file: the exact path used for training, evaluation and serving.
     (S, S) uint8, or (K, S, S) with test-time `views` (`cxr.views`)."""

@@ -13,9 +13,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from cxr.data import ImageSet
-from cxr.decode import decode_image
-from cxr.errors import CxrError, ModelError
+from cxr.data import ImageSet, decode_readable
+from cxr.errors import ModelError
 from cxr.metrics import COVID
 from cxr.shortcut import shrink_and_restore
 
@@ -35,14 +34,7 @@ def resolution_sweep(predictor, images: ImageSet, sides=SIDES, batch_size: int =
     if COVID not in classes:
         raise ModelError(f"{predictor.card.name} has no {COVID} class, so no P({COVID}) to follow.")
     covid, threshold = classes.index(COVID), predictor.card.covid_threshold
-    decoded, labels = [], []
-    for path, label in zip(images.paths, images.labels, strict=True):
-        try:
-            decoded.append(decode_image(path))
-        except CxrError:  # left out, as training and the acquisition figures leave it out
-            continue
-        labels.append(label)
-    labels = np.asarray(labels, np.int64)
+    decoded, labels = decode_readable(images)  # unreadable files left out, as training leaves them out
     longest = np.array([max(img.shape) for img in decoded])
     clean = predictor.infer_images(decoded, batch_size)[0]
     found = clean[:, covid] >= threshold
@@ -65,6 +57,13 @@ def resolution_sweep(predictor, images: ImageSet, sides=SIDES, batch_size: int =
     return out
 
 
+def validation_record(predictor, val_set: ImageSet, data, sides=SIDES, batch_size: int = 32) -> dict:
+    """The sweep on a model's validation split as its card stores it (`metrics["resolution"]`), with the
+    data folder it read: written by `cxr.train.finalize` and by `bench/resolution.py --record`."""
+    return {"data": None if data is None else str(data), "split": "validation",
+            **resolution_sweep(predictor, val_set, sides, batch_size)}
+
+
 def recorded_sweep(card) -> dict | None:
     """The sweep stored in the card (by `cxr.train.finalize` when a model is trained, calibrated or
     averaged, or by `bench/resolution.py --record`), if it was made at the card's current threshold (a
@@ -73,13 +72,12 @@ def recorded_sweep(card) -> dict | None:
     return record if record and record.get("threshold") == card.covid_threshold else None
 
 
-def _covid_at(card, side: int) -> tuple[dict, dict]:
-    """(the current record, its COVID-19 entry at `side`), the entry empty where the sweep has no answer
-    there: no current record, no film found to follow, or no validation film larger than `side` (the
-    sweep then measured nothing: the validation images are already that small)."""
-    record = recorded_sweep(card) or {}
+def _covid_at(record: dict, side: int) -> dict:
+    """The COVID-19 entry of a recorded sweep at `side`; empty where the sweep has no answer there: no
+    record, no film found to follow, or no validation film larger than `side` (the sweep then measured
+    nothing: the validation images are already that small)."""
     covid = {int(k): v for k, v in record.get("by_side", {}).items()}.get(side, {}).get(COVID, {})
-    return record, covid if covid.get("kept_at_or_above") is not None and covid.get("shrunk") else {}
+    return covid if covid.get("kept_at_or_above") is not None and covid.get("shrunk") else {}
 
 
 def _found(record: dict) -> int:
@@ -90,7 +88,7 @@ def _found(record: dict) -> int:
 def kept_at(card, side: int = 300) -> float | None:
     """Of the validation COVID-19 films the model finds as stored, the share it still finds shrunk to
     `side` px, from the card's current record; None where the sweep has no answer there."""
-    return _covid_at(card, side)[1].get("kept_at_or_above")
+    return _covid_at(recorded_sweep(card) or {}, side).get("kept_at_or_above")
 
 
 def small_image_note(card, longest_side: int) -> str | None:
@@ -103,7 +101,7 @@ def small_image_note(card, longest_side: int) -> str | None:
     """
     record = recorded_sweep(card) or {}
     sides = sorted(int(side) for side in record.get("by_side", {}) if int(side) >= longest_side)
-    record, covid = _covid_at(card, sides[0]) if sides else ({}, {})
+    covid = _covid_at(record, sides[0]) if sides else {}
     if not covid:
         return None
     n_found = _found(record)
@@ -118,7 +116,8 @@ def figure_size_sentence(card, side: int = 300) -> str | None:
     """One plain sentence for the model card: of the validation COVID-19 films the model finds as
     stored, how many it still finds shrunk to `side` px (a journal figure's size), from the recorded
     sweep. None where the sweep has no answer there."""
-    record, covid = _covid_at(card, side)
+    record = recorded_sweep(card) or {}
+    covid = _covid_at(record, side)
     if not covid:
         return None
     n_found = _found(record)

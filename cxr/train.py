@@ -34,7 +34,7 @@ from cxr.metrics import COVID, classification_metrics, expected_calibration_erro
 from cxr.ood import OodGate
 from cxr.predict import apply_temperature
 from cxr.preprocess import LUNG_POLICIES, RESIZE_POLICIES
-from cxr.resolution import resolution_sweep
+from cxr.resolution import validation_record
 from cxr.shortcut import KINDS, SourceCues
 from cxr.store import ModelStore, StoredModel
 from cxr.templates import TEMPLATES_DIR, compute_templates, save_templates
@@ -459,9 +459,8 @@ def finalize(model, card: ModelCard, train_set: ImageSet, val_set: ImageSet, bat
     acquisition = on_validation(predictor, val_set, batch_size)
     card.metrics["validation_acquisition"] = acquisition
     if COVID in card.classes:  # what a figure's resolution costs, for the Predict page's small-image warning
-        sweep = resolution_sweep(predictor, val_set, batch_size=batch_size)
-        data = card.training.get("data", {}).get("path")
-        card.metrics["resolution"] = {"data": data, "split": "validation", **sweep}
+        card.metrics["resolution"] = validation_record(predictor, val_set, card.training.get("data", {}).get("path"),
+                                                       batch_size=batch_size)
     card.metrics["selection"] = selection.model_score(
         card.metrics["calibration"]["nll_after"], nll(figure_probs, figure_val[1]) if len(figure_val[1]) else None,
         acquisition["mean_log_loss"])
