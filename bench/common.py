@@ -9,6 +9,11 @@ from pathlib import Path
 import numpy as np
 
 
+def add_json_flag(parser: argparse.ArgumentParser) -> None:
+    """Accept --json on every bench: each prints JSON anyway, and scripts and notes spell it out."""
+    parser.add_argument("--json", action="store_true", help="print JSON (the only output; accepted for scripts)")
+
+
 def model_on_split(description: str, argv: list[str] | None = None):
     """Parse --model (default: the active one), --data (default $CXR_DATA_ROOT/cxr-data) and --split
     (default test), and load the model: (Predictor, args)."""
@@ -20,6 +25,7 @@ def model_on_split(description: str, argv: list[str] | None = None):
     parser.add_argument("--model", default=None)
     parser.add_argument("--data", type=Path, default=get_paths().data_root / "cxr-data")
     parser.add_argument("--split", default="test")
+    add_json_flag(parser)
     args = parser.parse_args(argv)
     return Predictor.from_path(resolve_model_path(args.model)), args
 
@@ -39,6 +45,7 @@ def model_and_recorded_split(description: str, argv: list[str] | None = None, ad
     parser.add_argument("--model", default=None)
     parser.add_argument("--data", type=Path, default=get_paths().data_root / "cxr-data",
                         help="the training data the card records (its fingerprint must match)")
+    add_json_flag(parser)
     if add_arguments is not None:
         add_arguments(parser)
     args = parser.parse_args(argv)

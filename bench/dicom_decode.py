@@ -24,6 +24,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import add_json_flag  # noqa: E402
 from cxr import dicom_worker  # noqa: E402
 from cxr.config import get_paths  # noqa: E402
 from cxr.decode import decode_image  # noqa: E402
@@ -47,6 +48,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--side", type=int, default=2500)
     parser.add_argument("--data", type=Path, default=get_paths().data_root / "cxr-data")
+    add_json_flag(parser)
     args = parser.parse_args()
 
     source = sorted((args.data / "test" / "COVID19").glob("*"))[0]

@@ -31,6 +31,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
+from bench.common import add_json_flag  # noqa: E402
 from cxr.calibration import fit_temperature, nll, threshold_for_sensitivity  # noqa: E402
 from cxr.card import ModelCard  # noqa: E402
 from cxr.cli import resolve_model_path  # noqa: E402
@@ -125,6 +126,7 @@ def main() -> None:
                         help="[LABEL=]NAME,NAME[,...]: store names or model folders; repeatable")
     parser.add_argument("--data", type=Path, default=get_paths().data_root / "cxr-data")
     parser.add_argument("--seed", type=int, default=0, help="seed of the probe's degradations")
+    add_json_flag(parser)
     args = parser.parse_args()
 
     cache: dict[str, dict] = {}  # a model in several ensembles is run once

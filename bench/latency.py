@@ -19,6 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from bench.common import add_json_flag  # noqa: E402
 from cxr.cli import resolve_model_path  # noqa: E402
 from cxr.config import get_paths  # noqa: E402
 from cxr.pipeline import analyze, explain, overlay_png  # noqa: E402
@@ -50,7 +51,7 @@ def find_jpeg(data_root: Path) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", action="store_true", help="print JSON only (the default output anyway)")
+    add_json_flag(parser)
     parser.add_argument("--model", default=None)
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--image", type=Path, default=None)

@@ -1,6 +1,6 @@
 """Shortcut probe of one or more models on the internal test split; prints JSON.
 
-    python bench/shortcut.py [--model [LABEL=]NAME_OR_PATH ...] [--data DIR] [--lungs DIR] [--record]
+    python bench/shortcut.py [--json] [--model [LABEL=]NAME_OR_PATH ...] [--data DIR] [--lungs DIR] [--record]
                              [--cam-layer LAYER] [--method gradcam|smoothgrad|...]
 
 For each model: the journal-figure probe (P(COVID19) of degraded NORMAL/PNEUMONIA test images),
@@ -27,6 +27,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
+from bench.common import add_json_flag  # noqa: E402
 from cxr.cli import resolve_model_path  # noqa: E402
 from cxr.config import get_paths  # noqa: E402
 from cxr.predict import Predictor  # noqa: E402
@@ -117,6 +118,7 @@ def main() -> None:
                         help="the layer Grad-CAM reads (default: the one the app reads)")
     parser.add_argument("--method", default="gradcam", choices=list(METHODS),
                         help="the saliency method whose heat is located (default: Grad-CAM, as the app)")
+    add_json_flag(parser)
     args = parser.parse_args()
     if args.record and (args.cam_layer or args.method != "gradcam"):
         parser.error("--record keeps the app's own Grad-CAM: drop --cam-layer and --method")

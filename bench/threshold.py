@@ -23,6 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def main(argv: list[str] | None = None) -> None:
+    from bench.common import add_json_flag
     from cxr.cli import resolve_model_path
     from cxr.predict import Predictor
     from cxr.threshold_report import threshold_report
@@ -31,6 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", default=None)
     parser.add_argument("--data", type=Path, default=None,
                         help="the training data, if not at the path the card records (its fingerprint must match)")
+    add_json_flag(parser)
     args = parser.parse_args(argv)
     print(json.dumps(threshold_report(Predictor.from_path(resolve_model_path(args.model)), args.data), indent=2))
 

@@ -191,6 +191,7 @@ def infer_throughput(model_path: Path, data: Path) -> dict:
 
 
 def main() -> None:
+    from bench.common import add_json_flag
     from cxr.config import get_paths
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -203,6 +204,7 @@ def main() -> None:
     parser.add_argument("--no-rss", action="store_true", help="skip the two memory runs")
     parser.add_argument("--child", choices=["train", "rss"], help=argparse.SUPPRESS)
     parser.add_argument("--variant", default="default", help=argparse.SUPPRESS)
+    add_json_flag(parser)
     args = parser.parse_args()
 
     from cxr.cli import resolve_model_path

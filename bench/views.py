@@ -35,6 +35,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
+from bench.common import add_json_flag  # noqa: E402
 from cxr.calibration import fit_temperature, nll, threshold_for_sensitivity  # noqa: E402
 from cxr.cli import resolve_model_path  # noqa: E402
 from cxr.decode import decode_image  # noqa: E402
@@ -140,6 +141,7 @@ def main(argv=None) -> int:
     parser.add_argument("--data", type=Path, default=None, help="stands in for the data path the card records")
     parser.add_argument("--seed", type=int, default=0, help="seed of the probe's journal-figure cue")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    add_json_flag(parser)
     args = parser.parse_args(argv)
     labels = [label for label, _ in args.sets]
     if len(set(labels)) != len(labels):
