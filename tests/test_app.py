@@ -151,6 +151,35 @@ def test_predict_page_reports_a_bad_file_and_still_classifies_the_others(app_env
     assert table["error"].notna().tolist() == [True, False, False] and table["label"].notna().tolist()[0] is False
 
 
+def test_many_uploads_get_the_whole_table_and_full_results_only_for_the_files_picked(app_env):
+    at = run_page()
+    films = [f for c in ("NORMAL", "PNEUMONIA") for f in sorted((app_env["mini"] / "train" / c).glob("*.jpg"))[:3]]
+    uploads = [(f.name, f.read_bytes(), "image/jpeg") for f in films[:3]]
+    uploads += [("notes.png", b"not an image", "image/png")]
+    uploads += [(f.name, f.read_bytes(), "image/jpeg") for f in films[3:]]
+    at.file_uploader(key="uploads").set_value(uploads)
+    at.run()
+    assert not at.exception
+
+    def detailed() -> list[str]:
+        return [h.value for h in at.main.subheader]
+
+    # Every file is in the table (and its CSV); the unreadable one says why, at once.
+    table = at.dataframe[0].value
+    assert table["file"].tolist() == [u[0] for u in uploads]
+    assert len(at.error) == 1 and "notes.png cannot be analysed" in at.error[0].value
+    # Full results for the first four readable files only, and a picker numbered as the table is.
+    picker = at.multiselect(key="detail-files")
+    assert picker.options == [f"{i}. {u[0]}" for i, u in enumerate(uploads, 1) if u[0] != "notes.png"]
+    assert picker.value == picker.options[:4]
+    assert detailed() == [f.name for f in films[:4]]
+    # Picking the last file shows it (and only what was picked); the table still has all seven.
+    picker.set_value([picker.options[-1]])
+    at.run()
+    assert not at.exception and detailed() == [films[-1].name]
+    assert len(at.dataframe[0].value) == 7 and len(at.error) == 1
+
+
 def test_predict_page_reads_a_pacs_export_like_the_uncompressed_file(app_env):
     # A radiograph as PACS sends it: 12 bits, MONOCHROME1, JPEG Lossless, no file extension.
     from PIL import Image

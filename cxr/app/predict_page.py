@@ -67,21 +67,65 @@ if not uploads:
     st.stop()
 
 templates = load_model_templates(path)
-# Several files: a table of all of them goes above the per-file results, filled in once they are read.
-overview = st.container(key="overview") if len(uploads) > 1 else None
-rows = []
+# Every file is read and scored first: the table of all of them needs that, and it is quick. The full
+# result (saliency, templates, report) is the slow part and a long page, so past DETAILED files it is
+# drawn only for the files the user picks below the table.
+DETAILED = 4
+analyses, smalls, rows = {}, {}, []
 for upload in uploads:
+    try:
+        analyses[upload.file_id] = remember(("analysis", path, upload.file_id), analyze, predictor,
+                                            upload.getvalue(), upload.name)
+    except CxrError as exc:
+        analyses[upload.file_id] = exc
+        rows.append({"file": upload.name, "error": str(exc)})
+        continue
+    analysis = analyses[upload.file_id]
+    small = smalls[upload.file_id] = None if analysis.ood else small_image_note(card, max(analysis.img.shape))
+    rows.append(result_row(upload.name, analysis, threshold, small))
+
+if len(uploads) > 1:
+    first = ["file", "label", "p_COVID19", "covid_positive", "ood", "small_image", "error"]
+    fields = sorted({k for r in rows for k in r}, key=lambda k: (first.index(k) if k in first else len(first), k))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    with st.container(key="overview"):
+        st.markdown(f"**{len(uploads)} files** at the threshold {threshold:.2f}.")
+        # None, not "", where a file has no value: a column of one type each for Arrow.
+        table = [{k: None if r.get(k, "") == "" else r[k] for k in fields} for r in rows]
+        st.dataframe(table, hide_index=True, key="overview-table",
+                     column_config={**{f"p_{c}": st.column_config.NumberColumn(f"P({c})", format="%.3f")
+                                       for c in predictor.classes},
+                                    "p_COVID19": st.column_config.NumberColumn("P(COVID-19)", format="%.3f"),
+                                    "covid_positive": "COVID-19 call", "small_image": "small image",
+                                    "longest_side_px": "longest side (px)", "ood": "not like an X-ray",
+                                    "ood_score": st.column_config.NumberColumn("OOD score", format="%.2f")})
+        st.download_button("Download all results (CSV)", buf.getvalue(), file_name="cxr-results.csv",
+                           mime="text/csv")
+
+# Numbered as in the table, which also tells two files of the same name apart.
+numbered = {u.file_id: f"{i}. {u.name}" for i, u in enumerate(uploads, 1)}
+shown = set(numbered.values())
+if len(uploads) > DETAILED:
+    readable = [numbered[u.file_id] for u in uploads if not isinstance(analyses[u.file_id], CxrError)]
+    shown = set(st.multiselect(
+        f"Full results (saliency, templates, report) for at most {DETAILED * 2} of the {len(readable)} readable "
+        "files; the table above has all of them", readable, default=readable[:DETAILED],
+        max_selections=DETAILED * 2, key="detail-files"))
+
+for upload in uploads:
+    analysis = analyses[upload.file_id]
+    if isinstance(analysis, CxrError):
+        st.error(f"{upload.name} cannot be analysed: {analysis}")
+        continue
+    if numbered[upload.file_id] not in shown:
+        continue
     with st.container(border=True, key=f"result-{upload.file_id}"):
         st.subheader(upload.name)
-        try:
-            analysis = remember(("analysis", path, upload.file_id), analyze, predictor, upload.getvalue(), upload.name)
-        except CxrError as exc:
-            st.error(f"{upload.name} cannot be analysed: {exc}")
-            rows.append({"file": upload.name, "error": str(exc)})
-            continue
         covid = analysis.probability("COVID19")
-        small = None if analysis.ood else small_image_note(card, max(analysis.img.shape))
-        rows.append(result_row(upload.name, analysis, threshold, small))
+        small = smalls[upload.file_id]
         left, right = st.columns([1, 1])
         with right:
             if analysis.ood:
@@ -129,23 +173,3 @@ for upload in uploads:
         st.download_button("Download report (PNG)", report, file_name=f"{upload.name}.report.png",
                            mime="image/png", key=f"report-{upload.file_id}")
 
-if overview is not None:
-    first = ["file", "label", "p_COVID19", "covid_positive", "ood", "small_image", "error"]
-    fields = sorted({k for r in rows for k in r}, key=lambda k: (first.index(k) if k in first else len(first), k))
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=fields)
-    writer.writeheader()
-    writer.writerows(rows)
-    with overview:
-        st.markdown(f"**{len(uploads)} files** at the threshold {threshold:.2f}: details of each below.")
-        # None, not "", where a file has no value: a column of one type each for Arrow.
-        table = [{k: None if r.get(k, "") == "" else r[k] for k in fields} for r in rows]
-        st.dataframe(table, hide_index=True, key="overview-table",
-                     column_config={**{f"p_{c}": st.column_config.NumberColumn(f"P({c})", format="%.3f")
-                                       for c in predictor.classes},
-                                    "p_COVID19": st.column_config.NumberColumn("P(COVID-19)", format="%.3f"),
-                                    "covid_positive": "COVID-19 call", "small_image": "small image",
-                                    "longest_side_px": "longest side (px)", "ood": "not like an X-ray",
-                                    "ood_score": st.column_config.NumberColumn("OOD score", format="%.2f")})
-        st.download_button("Download all results (CSV)", buf.getvalue(), file_name="cxr-results.csv",
-                           mime="text/csv")
