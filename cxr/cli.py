@@ -263,7 +263,8 @@ def cmd_train(args) -> int:
     )
 
     def report(epoch: int, logs: dict) -> None:
-        shown = " ".join(f"{k}={v:.4f}" for k, v in logs.items() if isinstance(v, float))
+        # Four significant digits, not decimals: a fine-tuning learning rate of 5e-05 is not "0.0000".
+        shown = " ".join(f"{k}={v:.4g}" for k, v in logs.items() if isinstance(v, float))
         print(f"epoch {epoch + 1}/{config.epochs} {shown}", file=sys.stderr, flush=True)
 
     saved = train(config, ModelStore(get_paths().model_dir), on_epoch_end=report, activate=args.activate)

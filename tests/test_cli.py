@@ -83,8 +83,9 @@ def test_missing_active_model_is_a_message_not_a_traceback(tmp_path, mini_data):
 def test_train_activate_and_templates(mini_data, tmp_path):
     env = {"CXR_MODEL_DIR": str(tmp_path / "store")}
     out = run_cli("train", "--data", mini_data, "--epochs", "1", "--image-size", "64", "--batch-size", "8",
-                  "--name", "cli1", "--activate", env=env)
+                  "--lr", "5e-5", "--name", "cli1", "--activate", env=env)
     assert out.returncode == 0, out.stderr
+    assert "epoch 1/1 " in out.stderr and "learning_rate=5e-05" in out.stderr  # the progress line shows a small rate
     summary = json.loads(out.stdout)
     assert summary["name"] == "cli1" and summary["activated"] is True
     assert (tmp_path / "store" / "ACTIVE").read_text().strip() == "cli1"
