@@ -111,8 +111,8 @@ shown = set(numbered.values())
 if len(uploads) > DETAILED:
     readable = [numbered[u.file_id] for u in uploads if not isinstance(analyses[u.file_id], CxrError)]
     shown = set(st.multiselect(
-        f"Full results (saliency, templates, report) for at most {DETAILED * 2} of the {len(readable)} readable "
-        "files; the table above has all of them", readable, default=readable[:DETAILED],
+        f"Full results (saliency, templates, report) for the files chosen here, up to {DETAILED * 2}; "
+        f"the table above lists all {len(uploads)}", readable, default=readable[:DETAILED],
         max_selections=DETAILED * 2, key="detail-files"))
 
 for upload in uploads:
