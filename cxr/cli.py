@@ -1,4 +1,4 @@
-"""Command line: `python -m cxr {summary,train,evaluate,predict,templates} ...`.
+"""Command line of the cxr library: `python -m cxr COMMAND ...`, one command per job below.
 
 Output for machines (--json) goes to stdout; logs and errors go to stderr, never a traceback
 (set CXR_DEBUG=1 to see one).
