@@ -1,5 +1,6 @@
 """End to end in a real browser: `streamlit run` on a free port, Debian's chromium via Playwright."""
 
+import csv
 import os
 import time
 from pathlib import Path
@@ -34,6 +35,25 @@ def test_upload_in_a_real_browser_shows_prediction_overlay_and_templates(server,
     seconds = upload_and_wait(page, images[1], expect_results=2)
     assert seconds < 30
     assert page.get_by_text(images[0].name).count() >= 1 and page.get_by_text(images[1].name).count() >= 1
+
+
+def test_a_batch_in_a_real_browser_gets_a_table_a_csv_and_full_results_for_the_first_four(server, browser, app_env):
+    mini = app_env["mini"] / "train"
+    films = [f for c in ("NORMAL", "PNEUMONIA", "COVID19") for f in sorted((mini / c).glob("*.jpg"))[:2]]
+    page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    page.goto(server)
+    page.get_by_text("Chest X-ray classification").wait_for(timeout=60_000)
+    page.locator("input[type=file]").first.set_input_files([str(f) for f in films])
+    page.get_by_text("Grad-CAM:").nth(3).wait_for(timeout=180_000)
+    page.get_by_text("the table above lists all 6").wait_for(timeout=30_000)
+    # Full results (headline, overlay) for four; the other two are in the table and its CSV only.
+    assert page.locator("[data-testid=stDataFrame]").count() == 1
+    assert page.get_by_text("Grad-CAM:").count() == 4
+    with page.expect_download() as download:
+        page.get_by_text("Download all results (CSV)").click()
+    rows = list(csv.DictReader(Path(download.value.path()).open()))
+    assert [r["file"] for r in rows] == [f.name for f in films] and all(r["label"] for r in rows)
+    assert page.get_by_text("Traceback").count() == 0
 
 
 def test_bad_upload_shows_an_error_not_a_traceback(server, browser, tmp_path):
