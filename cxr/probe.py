@@ -79,8 +79,12 @@ def may_learn(card) -> str:
     side = config.get("detail_side")
     cues += _DETAIL[bool(side)].format(side=side) + (figure_size_sentence(card) or "")
     if len(card.test_time_views) > 1:
-        cues += (f"Its probabilities average {len(card.test_time_views)} views of that box (a little larger, "
-                 "smaller and shifted), so no single crop decides; its saliency explains the box itself. ")
+        # Worded from the card's own views: the served set lost its shifted views on 2026-12-03.
+        views = card.test_time_views
+        scales = ", ".join(f"{s:g}" for s in sorted({v[0] for v in views}))
+        shifted = " and shifted" if any(v[1] or v[2] for v in views) else ""
+        cues += (f"Its probabilities average {len(views)} views of that box (scaled by {scales}{shifted}), so no "
+                 "single crop decides; its saliency explains the box itself. ")
     return _SOURCES + recipe + cues + _CHECK
 
 

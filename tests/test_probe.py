@@ -151,7 +151,11 @@ def test_may_learn_describes_the_models_own_recipe():
     viewed = may_learn(ModelCard("d", "cxrnet", ["COVID19", "NORMAL"], 224, "lungs",
                                  test_time_views=[[1, 0, 0], [1.08, 0, 0], [0.92, 0, 0]],
                                  training={"config": {"source_cues": 0.5}}))
-    assert "average 3 views of that box" in viewed and "views" not in lungs
+    assert "average 3 views of that box (scaled by 0.92, 1, 1.08)" in viewed and "views" not in lungs
+    shifted = may_learn(ModelCard("d", "cxrnet", ["COVID19", "NORMAL"], 224, "lungs",
+                                  test_time_views=[[1, 0, 0], [1, 0.04, 0], [1, -0.04, 0]],
+                                  training={"config": {"source_cues": 0.5}}))
+    assert "(scaled by 1 and shifted)" in shifted and "shifted" not in viewed
     capped = may_learn(ModelCard("e", "cxrnet", ["COVID19", "NORMAL"], 224, "lungs",
                                  training={"config": {"source_cues": 0.5, "detail_side": 112}}))
     assert "blurred to 112x112 px" in capped and "sharpness itself" not in capped
