@@ -101,7 +101,8 @@ class TrainConfig:
     # so a sharp original and a journal figure reach it with the same detail; None = no cap. Off by
     # default: at 112 px, five fine-tuned members kept 11 of 13 validation COVID-19 films found at a
     # 300 px figure's resolution (a sharp set: 4 of 12) and lost the figure rise, but COVID-19 vs
-    # normal AUROC fell from 0.981 to 0.956 and the probe failed (0.851; models/README.md).
+    # normal AUROC fell from 0.981 to 0.956 and the probe failed (0.851; models/README.md). The shipped
+    # ensemble's members use 160, fine-tuned for 10 epochs from lung-gated members, not trained from scratch.
     detail_side: int | None = None
     # Start from the weights of a saved model of the same shape (its folder) instead of a fresh
     # initialisation; `init_member` picks one member of a saved ensemble.
