@@ -72,6 +72,16 @@ def normals_below(probs: np.ndarray, labels: np.ndarray, classes: list[str], thr
     return round(float((probs[normal, classes.index(COVID)] < threshold).mean()), 4)
 
 
+def _kept_epochs(training: dict) -> str:
+    """'Kept epoch 12' for one trained model; an ensemble's card records its members' epochs instead."""
+    if training.get("best_epoch") is not None:
+        return f"Kept epoch {training['best_epoch']}"
+    members = [m.get("best_epoch") for m in training.get("ensemble_of", [])]
+    if members and all(e is not None for e in members):
+        return f"Its {len(members)} members kept epochs {', '.join(str(e) for e in members)}, each"
+    return "Its epoch was kept"
+
+
 def describe(card) -> str | None:
     """How a model's epoch was chosen, how it does on figure-like validation and its selection
     figure between models, in plain words (None for a card that records none of them)."""
@@ -80,7 +90,7 @@ def describe(card) -> str | None:
     score = card.metrics.get("selection", {}).get("score")
     parts = []
     if figure and clean:
-        text = (f"Kept epoch {card.training.get('best_epoch')}, chosen on clean and figure-like validation loss "
+        text = (f"{_kept_epochs(card.training)}, chosen on clean and figure-like validation loss "
                 f"together. On figure-like copies of the {figure['n']} validation images: accuracy "
                 f"{figure['accuracy']:.3f} (clean {clean['accuracy']:.3f})")
         if figure.get("normal_below_threshold") is not None and clean.get("normal_below_threshold") is not None:

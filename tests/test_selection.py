@@ -73,3 +73,18 @@ def test_normals_below_threshold_counts_only_normals():
     labels = np.array([0, 1, 1, 2])
     assert selection.normals_below(probs, labels, classes, 0.3) == 0.5
     assert selection.normals_below(probs, labels, ["A", "B", "C"], 0.3) is None
+
+
+def test_the_kept_epoch_is_said_for_a_model_and_for_each_member_of_an_ensemble():
+    from cxr.card import ModelCard
+    from cxr.selection import describe
+
+    metrics = {"validation": {"accuracy": 0.75}, "validation_figure_like": {"n": 159, "accuracy": 0.72}}
+    single = ModelCard("a", "cxrnet", ["COVID19", "NORMAL"], 224, "lungs", training={"best_epoch": 12},
+                       metrics=metrics)
+    assert describe(single).startswith("Kept epoch 12, chosen on clean and figure-like validation loss")
+    # An ensemble's card keeps no epoch of its own, only its members' (it said "Kept epoch None").
+    ensemble = ModelCard("e", "cxrnet", ["COVID19", "NORMAL"], 224, "lungs", metrics=metrics,
+                         training={"ensemble_of": [{"name": "m0", "best_epoch": 8}, {"name": "m1", "best_epoch": 3}]})
+    assert describe(ensemble).startswith("Its 2 members kept epochs 8, 3, each, chosen on")
+    assert "None" not in describe(ensemble)
