@@ -24,6 +24,7 @@ from cxr.metrics import COVID, NORMAL
 from cxr.preprocess import crop_box, place_heatmap, to_model_input
 from cxr.resolution import figure_size_sentence
 from cxr.shortcut import KINDS, TRAINING_KINDS, degrade
+from cxr.views import scales_and_shift
 
 PNEUMONIA = "PNEUMONIA"
 
@@ -80,11 +81,10 @@ def may_learn(card) -> str:
     cues += _DETAIL[bool(side)].format(side=side) + (figure_size_sentence(card) or "")
     if len(card.test_time_views) > 1:
         # Worded from the card's own views: the served set lost its shifted views on 2026-12-03.
-        views = card.test_time_views
-        scales = ", ".join(f"{s:g}" for s in sorted({v[0] for v in views}))
-        shifted = " and shifted" if any(v[1] or v[2] for v in views) else ""
-        cues += (f"Its probabilities average {len(views)} views of that box (scaled by {scales}{shifted}), so no "
-                 "single crop decides; its saliency explains the box itself. ")
+        scales, shift = scales_and_shift(card.test_time_views)
+        cues += (f"Its probabilities average {len(card.test_time_views)} views of that box (scaled by {scales}"
+                 f"{' and shifted' if shift else ''}), so no single crop decides; its saliency explains the box "
+                 "itself. ")
     return _SOURCES + recipe + cues + _CHECK
 
 

@@ -85,12 +85,18 @@ def average(probs: np.ndarray, count: int) -> np.ndarray:
     return exp / exp.sum(axis=1, keepdims=True)
 
 
+def scales_and_shift(views: Sequence[tuple[float, float, float]]) -> tuple[str, float]:
+    """The views' scales in words ("0.92, 1, 1.08") and their largest shift (a fraction of the box's
+    side; 0 for none): what `describe` and the model card's text say of them."""
+    scales = sorted({s for s, _, _ in views})
+    shift = max((abs(s) for _, dx, dy in views for s in (dx, dy)), default=0.0)
+    return ", ".join(f"{s:g}" for s in scales), shift
+
+
 def describe(views: Sequence[tuple[float, float, float]]) -> str:
     """Plain words for the card and the app: '' for one view."""
     if len(views) <= 1:
         return ""
-    scales = sorted({s for s, _, _ in views})
-    shifts = sorted({abs(s) for _, dx, dy in views for s in (dx, dy) if s})
-    text = (f"probabilities averaged over {len(views)} views (the box scaled by "
-            f"{', '.join(f'{s:g}' for s in scales)}")
-    return text + (f", shifted by up to {max(shifts):.0%} of its side)" if shifts else ")")
+    scales, shift = scales_and_shift(views)
+    text = f"probabilities averaged over {len(views)} views (the box scaled by {scales}"
+    return text + (f", shifted by up to {shift:.0%} of its side)" if shift else ")")
